@@ -1,0 +1,160 @@
+"""The trainer's tf.data input: shards -> padded batches, plus UniSRec's augmentation."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import tensorflow as tf
+
+from data_pipeline.dataset import load_dataset
+
+FEATURES = {
+    "history": tf.io.RaggedFeature(tf.int64),
+    "target": tf.io.FixedLenFeature([], tf.int64),
+    "user": tf.io.FixedLenFeature([], tf.int64),
+    "domain": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def parse_batch(serialized: tf.Tensor, max_len: int) -> dict[str, tf.Tensor]:
+    """Parses a batch of tf.train.Example strings; histories keep their last `max_len` items.
+
+    Returns:
+        history int32 [B, T] right-padded with 0 (T = longest history in the batch), length,
+        target, user, domain int32 [B].
+    """
+    parsed = tf.io.parse_example(serialized, FEATURES)
+    history = tf.cast(parsed["history"][:, -max_len:], tf.int32)
+    return {
+        "history": history.to_tensor(0),
+        "length": tf.cast(history.row_lengths(), tf.int32),
+        "target": tf.cast(parsed["target"], tf.int32),
+        "user": tf.cast(parsed["user"], tf.int32),
+        "domain": tf.cast(parsed["domain"], tf.int32),
+    }
+
+
+def augment_batch(
+    batch: dict[str, tf.Tensor],
+    seed: tf.Tensor,
+    item_drop_ratio: float = 0.2,
+    item_drop_prob: float = 0.9,
+) -> dict[str, tf.Tensor]:
+    """UniSRec's sequence-sequence view (the official PLMEmb transform), one choice per batch.
+
+    A keep mask draws each item with probability 1 - item_drop_ratio; the first item and the
+    padding are always kept. With probability item_drop_prob the view is item drop: kept items
+    compacted to the left. Otherwise it is word drop: the history is unchanged and `word_drop`
+    marks the positions item drop would have dropped (their text vectors are replaced by the
+    word-drop variant).
+
+    Args:
+        batch: Output of `parse_batch`.
+        seed: int32/int64 [2], a stateless random seed for this batch.
+
+    Returns:
+        `batch` plus history_aug int32 [B, T'], length_aug int32 [B], word_drop bool [B, T'].
+    """
+    history, length = batch["history"], batch["length"]
+    mask_seed, choice_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    positions = tf.range(tf.shape(history)[1])[tf.newaxis, :]
+    real = positions < length[:, tf.newaxis]
+    drop = tf.random.stateless_uniform(tf.shape(history), mask_seed) < item_drop_ratio
+    drop = drop & real & (positions > 0)
+
+    def item_drop() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        kept = tf.ragged.boolean_mask(history, real & ~drop)
+        dense = kept.to_tensor(0)
+        return dense, tf.cast(kept.row_lengths(), tf.int32), tf.zeros_like(dense, tf.bool)
+
+    def word_drop() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        return history, length, drop
+
+    use_item_drop = tf.random.stateless_uniform([], choice_seed) < item_drop_prob
+    history_aug, length_aug, word_drop_mask = tf.cond(use_item_drop, item_drop, word_drop)
+    return {
+        **batch,
+        "history_aug": history_aug,
+        "length_aug": length_aug,
+        "word_drop": word_drop_mask,
+    }
+
+
+def make_dataset(
+    data_dir: str | os.PathLike,
+    split: str,
+    *,
+    batch_size: int,
+    max_len: int = 50,
+    shuffle: bool = False,
+    seed: int | None = None,
+    deterministic: bool = True,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    augment: bool = False,
+    item_drop_ratio: float = 0.2,
+    item_drop_prob: float = 0.9,
+) -> tf.data.Dataset:
+    """Batches of a split of a built dataset.
+
+    Shards are read with a parallel interleave, examples shuffled (optionally), batched, parsed
+    and padded to the longest history in the batch. Works with
+    `strategy.experimental_distribute_dataset` (the global batch is split across replicas).
+
+    Args:
+        data_dir: Dataset folder written by `python -m data_pipeline.build`.
+        split: "train", "valid" or "test".
+        batch_size: Examples per batch.
+        max_len: Histories keep their last `max_len` items.
+        shuffle: Shuffle shard order and examples (buffer of up to 100,000 examples).
+        seed: Seed for shuffling and augmentation; None draws one.
+        deterministic: Keep a reproducible element order despite parallelism.
+        repeat: Repeat forever (reshuffled each epoch).
+        drop_remainder: Drop the last, smaller batch (static batch dimension).
+        augment: Add UniSRec's seq-seq view (see `augment_batch`).
+        item_drop_ratio: Probability that an item is dropped in the augmented view.
+        item_drop_prob: Probability that a batch uses item drop rather than word drop.
+
+    Returns:
+        A dataset of dicts: history, length, target, user, domain (+ history_aug, length_aug,
+        word_drop with `augment`).
+    """
+    info = load_dataset(data_dir)
+    files = info.split_files(split)
+    rows = int(info.manifest["splits"][split])
+    seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+    options = tf.data.Options()
+    options.deterministic = deterministic
+
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=len(files),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    if shuffle:
+        dataset = dataset.shuffle(min(rows, 100_000), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(
+        lambda serialized: parse_batch(serialized, max_len),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    if augment:
+        dataset = dataset.enumerate().map(
+            lambda step, batch: augment_batch(
+                batch,
+                tf.stack([tf.constant(seed, tf.int64), step]),
+                item_drop_ratio,
+                item_drop_prob,
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
