@@ -1,0 +1,50 @@
+import numpy as np
+import numpy_reference as ref
+import tensorflow as tf
+
+from tf_unisrec.layers import ParametricWhitening
+
+
+def test_matches_formula():
+    layer = ParametricWhitening(output_dim=5, dropout=0.2)
+    x = np.random.default_rng(0).normal(size=(3, 4, 8)).astype("float32")
+    layer(x)
+    layer.bias.assign(np.random.default_rng(1).normal(size=8))
+    expected = ref.whitening(x, layer.bias.numpy(), layer.kernel.numpy())
+    np.testing.assert_allclose(layer(x, training=False), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_only_in_training():
+    layer = ParametricWhitening(output_dim=4, dropout=0.5)
+    x = tf.ones([64, 16])
+    np.testing.assert_allclose(layer(x), layer(x))
+    assert not np.allclose(layer(x, training=True), layer(x, training=False))
+
+
+def test_without_centering_is_linear():
+    layer = ParametricWhitening(output_dim=4, center=False)
+    x = tf.random.normal([2, 6])
+    outputs = layer(x)
+    assert layer.bias is None
+    np.testing.assert_allclose(outputs, x.numpy() @ layer.kernel.numpy(), rtol=1e-5)
+    assert len(layer.trainable_weights) == 1
+
+
+def test_config_round_trip():
+    layer = ParametricWhitening(output_dim=7, dropout=0.3, center=False)
+    clone = ParametricWhitening.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_saved_model_round_trip(tmp_path):
+    layer = ParametricWhitening(output_dim=3)
+    x = tf.random.normal([2, 6])
+    expected = layer(x)
+    module = tf.Module()
+    module.layer = layer
+    module.f = tf.function(
+        lambda v: layer(v, training=False), input_signature=[tf.TensorSpec([None, 6])]
+    )
+    tf.saved_model.save(module, str(tmp_path))
+    loaded = tf.saved_model.load(str(tmp_path))
+    np.testing.assert_allclose(loaded.f(x), expected, rtol=1e-6)
