@@ -1,0 +1,131 @@
+"""The UniSRec retrieval model: item tower + sequence encoder, objective in `compute_loss`."""
+
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tf_unisrec.layers import ItemTower, SequenceEncoder
+from tf_unisrec.objectives import (
+    InBatchContrastive,
+    full_softmax_loss,
+    global_batch_size,
+    mask_padding,
+)
+
+STAGES = ("pretrain", "inductive", "transductive", "sasrec")
+ITEM_MODE_OF_STAGE = {
+    "pretrain": "text",
+    "inductive": "text",
+    "transductive": "text+id",
+    "sasrec": "id",
+}
+
+
+class UniSRec(tfrs.models.Model):
+    """UniSRec as a TFRS model.
+
+    Sequence and item vectors are L2-normalised; scores are cosine similarities.
+
+    - `stage="pretrain"`: `L = L_SI + seq_seq_weight * L_SS`, in-batch contrastive losses over
+      the global batch (sequence vs. target item, sequence vs. its augmented view), targets
+      shared within the batch masked.
+    - other stages (fine-tuning): cross-entropy over all items with temperature, as the
+      official code does (not in-batch negatives). The padding item is excluded from the
+      softmax; the official code leaves it in.
+
+    Args:
+        item_tower: an `ItemTower`.
+        sequence_encoder: a `SequenceEncoder`.
+        stage: one of `STAGES`.
+        temperature: softmax temperature of every loss.
+        seq_item_weight: weight of `L_SI` in pre-training (0 is the "w/o L_SI" ablation).
+        seq_seq_weight: weight `lambda` of `L_SS` in pre-training (0 is "w/o L_SS").
+
+    Reference:
+        Hou et al., KDD 2022, Sections 2.3-2.4.
+    """
+
+    def __init__(
+        self,
+        item_tower: ItemTower,
+        sequence_encoder: SequenceEncoder,
+        stage: str = "inductive",
+        temperature: float = 0.07,
+        seq_item_weight: float = 1.0,
+        seq_seq_weight: float = 1e-3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.item_tower = item_tower
+        self.sequence_encoder = sequence_encoder
+        self.stage = stage
+        self.temperature = temperature
+        self.seq_item_weight = seq_item_weight
+        self.seq_seq_weight = seq_seq_weight
+        self.seq_item_task = InBatchContrastive(temperature, name="seq_item")
+        self.seq_seq_task = InBatchContrastive(temperature, name="seq_seq")
+
+    def sequence_vectors(
+        self,
+        history: tf.Tensor,
+        length: tf.Tensor,
+        word_drop_mask: tf.Tensor | None = None,
+        training: bool = False,
+    ) -> tf.Tensor:
+        """L2-normalised sequence vectors `[batch, hidden]` of right-padded histories."""
+        items = self.item_tower(history, word_drop_mask=word_drop_mask, training=training)
+        return self.sequence_vectors_from_items(items, length, training=training)
+
+    def sequence_vectors_from_items(
+        self, item_vectors: tf.Tensor, length: tf.Tensor, training: bool = False
+    ) -> tf.Tensor:
+        """Sequence vectors from item vectors `[batch, T, hidden]` (e.g. of unseen items)."""
+        outputs = self.sequence_encoder(item_vectors, length=length, training=training)
+        return tf.math.l2_normalize(outputs, axis=-1)
+
+    def item_vectors(self, training: bool = False) -> tf.Tensor:
+        """L2-normalised vectors of all items `[num_items + 1, hidden]`; row 0 is padding."""
+        indices = tf.range(self.item_tower.num_items + 1)
+        return tf.math.l2_normalize(self.item_tower(indices, training=training), axis=-1)
+
+    def scores(self, history: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
+        """Full-ranking scores `[batch, num_items + 1]`; padding gets a huge negative score."""
+        queries = self.sequence_vectors(history, length)
+        return mask_padding(tf.linalg.matmul(queries, self.item_vectors(), transpose_b=True))
+
+    def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.sequence_vectors(features["history"], features["length"], training=training)
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """This replica's share of the mean loss over the global batch."""
+        queries = self.sequence_vectors(features["history"], features["length"], training=training)
+        targets = tf.cast(features["target"], tf.int32)
+        denominator = global_batch_size(tf.shape(targets)[0])
+        if self.stage != "pretrain":
+            items = self.item_vectors(training=training)
+            return full_softmax_loss(queries, items, targets, self.temperature) / denominator
+        loss = tf.constant(0.0)
+        if self.seq_item_weight:
+            positives = tf.math.l2_normalize(self.item_tower(targets, training=training), axis=-1)
+            loss += self.seq_item_weight * self.seq_item_task(queries, positives, targets)
+        if self.seq_seq_weight:
+            views = self.sequence_vectors(
+                features["history_aug"],
+                features["length_aug"],
+                word_drop_mask=features["word_drop"],
+                training=training,
+            )
+            loss += self.seq_seq_weight * self.seq_seq_task(queries, views, targets)
+        return loss / denominator
+
+    def freeze_for_fine_tuning(self) -> None:
+        """Parameter-efficient fine-tuning: freeze positions and transformer blocks.
+
+        The adaptor, the encoder's input LayerNorm and the ID table (if any) keep training.
+        """
+        self.sequence_encoder.position_embedding.trainable = False
+        for block in self.sequence_encoder.blocks:
+            block.trainable = False
