@@ -332,12 +332,16 @@ def describe_signatures(signatures: Mapping[str, meta_graph_pb2.SignatureDef]) -
             if shape.unknown_rank
             else ",".join("?" if d.size < 0 else str(d.size) for d in shape.dim)
         )
-        return f"{alias}: {tf.dtypes.as_dtype(info.dtype).name}[{dims}]"
+        try:
+            dtype = tf.dtypes.as_dtype(info.dtype).name
+        except TypeError:
+            dtype = f"dtype{info.dtype}"
+        return f"{alias}: {dtype}[{dims}]"
 
     lines = []
     for name in sorted(signatures):
         sig = signatures[name]
-        if not sig.inputs and not sig.outputs:
+        if name.startswith("__") or (not sig.inputs and not sig.outputs):
             continue
         inputs = ", ".join(
             tensor(a, sig.inputs[a]) + (" = default" if a in sig.defaults else "")
