@@ -106,7 +106,8 @@ class ItemTower(tf.keras.layers.Layer):
                 seed=self.seed,
                 name="moe_adaptor",
             )
-            self.adaptor.build(tf.TensorShape([None, self.text_dim]))
+            with tf.name_scope(self.adaptor.name):
+                self.adaptor.build(tf.TensorShape([None, self.text_dim]))
         if self.uses_ids:
             self.id_embedding = tf.keras.layers.Embedding(
                 rows,
@@ -114,7 +115,8 @@ class ItemTower(tf.keras.layers.Layer):
                 embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.02),
                 name="id_embedding",
             )
-            self.id_embedding.build(None)
+            with tf.name_scope(self.id_embedding.name):
+                self.id_embedding.build(None)
         super().build(input_shape)
 
     def set_text_features(

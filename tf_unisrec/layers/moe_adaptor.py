@@ -67,7 +67,8 @@ class MoEAdaptor(tf.keras.__internal__.layers.BaseRandomLayer):
             for i in range(self.num_experts)
         ]
         for expert in self.experts:
-            expert.build(input_shape)
+            with tf.name_scope(expert.name):
+                expert.build(input_shape)
         if self.gating:
             self.gate_kernel = self.add_weight(
                 name="gate_kernel", shape=[input_dim, self.num_experts], initializer="zeros"

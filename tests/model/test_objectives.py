@@ -1,0 +1,63 @@
+import numpy as np
+import numpy_reference as ref
+import tensorflow as tf
+from model_factory import tiny_batch, tiny_model
+
+from tf_unisrec.objectives import InBatchContrastive, full_softmax_loss
+
+
+def test_in_batch_contrastive_masks_shared_targets():
+    rng = np.random.default_rng(0)
+    queries = ref.l2_normalize(rng.normal(size=(8, 5))).astype("float32")
+    candidates = ref.l2_normalize(rng.normal(size=(8, 5))).astype("float32")
+    ids = np.array([3, 7, 3, 1, 9, 7, 2, 3])
+    loss = InBatchContrastive(temperature=0.07)(queries, candidates, tf.constant(ids))
+    expected = ref.contrastive_loss(queries, candidates, ids, 0.07)
+    np.testing.assert_allclose(float(loss) / 8, expected, rtol=1e-5)
+    unmasked = ref.contrastive_loss(queries, candidates, np.arange(8), 0.07)
+    assert abs(unmasked - expected) > 1e-3
+
+
+def test_full_softmax_excludes_padding():
+    rng = np.random.default_rng(1)
+    queries = ref.l2_normalize(rng.normal(size=(4, 6))).astype("float32")
+    items = ref.l2_normalize(rng.normal(size=(11, 6))).astype("float32")
+    targets = np.array([1, 10, 4, 4])
+    loss = full_softmax_loss(queries, items, tf.constant(targets), 0.07)
+    expected = ref.full_softmax_loss(queries, items, targets, 0.07)
+    np.testing.assert_allclose(float(loss) / 4, expected, rtol=1e-5)
+
+
+def test_pretrain_loss_is_seq_item_plus_lambda_seq_seq():
+    model = tiny_model("pretrain")
+    batch = tiny_batch()
+    queries = model.sequence_vectors(batch["history"], batch["length"]).numpy()
+    items = model.item_vectors().numpy()[batch["target"].numpy()]
+    views = model.sequence_vectors(batch["history_aug"], batch["length_aug"]).numpy()
+    targets = batch["target"].numpy()
+    expected = ref.contrastive_loss(queries, items, targets, 0.07) + 1e-3 * ref.contrastive_loss(
+        queries, views, targets, 0.07
+    )
+    np.testing.assert_allclose(float(model.compute_loss(batch)), expected, rtol=1e-5)
+
+
+def test_fine_tuning_loss_matches_reference():
+    for stage in ("inductive", "transductive", "sasrec"):
+        model = tiny_model(stage)
+        batch = tiny_batch()
+        queries = model.sequence_vectors(batch["history"], batch["length"]).numpy()
+        expected = ref.full_softmax_loss(
+            queries, model.item_vectors().numpy(), batch["target"].numpy(), 0.07
+        )
+        np.testing.assert_allclose(float(model.compute_loss(batch)), expected, rtol=1e-5)
+
+
+def test_freeze_for_fine_tuning_leaves_adaptor_norm_and_ids_trainable():
+    model = tiny_model("transductive")
+    model.compute_loss(tiny_batch())
+    model.freeze_for_fine_tuning()
+    names = {v.name.split(":")[0] for v in model.trainable_variables}
+    assert any("moe_adaptor" in n for n in names)
+    assert any("input_norm" in n for n in names)
+    assert any("id_embedding" in n for n in names)
+    assert not any("block_" in n or "position_embedding" in n for n in names)
