@@ -5,4 +5,3 @@ import os
 # TFRS needs Keras 2 (tf-keras); this must happen before TensorFlow is first imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
