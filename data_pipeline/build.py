@@ -11,6 +11,7 @@ written to a temporary folder beside the output, synced, then renamed into place
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -70,22 +71,22 @@ def _current(output: pathlib.Path, fingerprint: str) -> dict | None:
     return manifest
 
 
-def _serialize(history: list[int], target: int, user: int, domain: int) -> bytes:
+@functools.cache
+def _example_template() -> tuple[object, tuple]:
+    """One reusable tf.train.Example (filling it is several times faster than building one)."""
     import tensorflow as tf
 
-    def ints(values: list[int]) -> tf.train.Feature:
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    example = tf.train.Example()
+    feature = example.features.feature
+    return example, tuple(feature[key].int64_list.value for key in SCHEMA)
 
-    example = tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                "history": ints(history),
-                "target": ints([target]),
-                "user": ints([user]),
-                "domain": ints([domain]),
-            }
-        )
-    )
+
+def _serialize(history: list[int], target: int, user: int, domain: int) -> bytes:
+    example, (history_values, target_values, user_values, domain_values) = _example_template()
+    history_values[:] = history
+    target_values[:] = [target]
+    user_values[:] = [user]
+    domain_values[:] = [domain]
     return example.SerializeToString(deterministic=True)
 
 

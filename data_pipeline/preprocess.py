@@ -131,7 +131,12 @@ def merge(domains: list[Domain]) -> tuple[dict[str, list[Example]], list[dict]]:
     for domain_id, domain in enumerate(domains):
         for split in SPLITS:
             examples[split].extend(
-                ([i + item_offset for i in h], t + item_offset, u + user_offset, domain_id)
+                (
+                    [i + item_offset for i in h] if item_offset else h,
+                    t + item_offset,
+                    u + user_offset,
+                    domain_id,
+                )
                 for h, t, u in domain.examples[split]
             )
         entries.append(
