@@ -64,9 +64,14 @@ def augment_batch(
     drop = drop & real & (positions > 0)
 
     def item_drop() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        kept = tf.ragged.boolean_mask(history, real & ~drop)
-        dense = kept.to_tensor(0)
-        return dense, tf.cast(kept.row_lengths(), tf.int32), tf.zeros_like(dense, tf.bool)
+        kept = real & ~drop
+        width = tf.shape(history)[1]
+        # Kept items first, in their order: a stable sort on (dropped, position).
+        order = tf.argsort(tf.where(kept, positions, positions + width), axis=1, stable=True)
+        new_length = tf.reduce_sum(tf.cast(kept, tf.int32), axis=1)
+        compacted = tf.gather(tf.where(kept, history, 0), order, batch_dims=1)
+        compacted = compacted[:, : tf.reduce_max(new_length)]
+        return compacted, new_length, tf.zeros_like(compacted, tf.bool)
 
     def word_drop() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         return history, length, drop
@@ -141,20 +146,15 @@ def make_dataset(
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(
-        lambda serialized: parse_batch(serialized, max_len),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
+
+    def transform(step: tf.Tensor, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        batch = parse_batch(serialized, max_len)
+        if augment:
+            batch_seed = tf.stack([tf.constant(seed, tf.int64), step])
+            batch = augment_batch(batch, batch_seed, item_drop_ratio, item_drop_prob)
+        return batch
+
+    dataset = dataset.enumerate().map(
+        transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
     )
-    if augment:
-        dataset = dataset.enumerate().map(
-            lambda step, batch: augment_batch(
-                batch,
-                tf.stack([tf.constant(seed, tf.int64), step]),
-                item_drop_ratio,
-                item_drop_prob,
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=deterministic,
-        )
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
