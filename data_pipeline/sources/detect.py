@@ -49,6 +49,8 @@ def read_source(
     if fmt == "movielens" or not inputs:
         if inputs:
             raise DataError("--format movielens takes no --input (it is downloaded)", inputs[0])
+        if fmt != "movielens" and fmt != "auto":
+            raise DataError(f"--format {fmt} needs --input")
         folder = ensure_movielens()
         return read_log(sorted(folder.iterdir()), folder, folder.name, columns)
     files, where, name = _files(inputs)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -334,3 +335,31 @@ def test_load_dataset_checks(tmp_path, scientific):
     with pytest.raises(DataError, match="encode_text"):
         info.text_features()
     assert os.path.basename(info.split_files("valid")[0]) == "valid-00000-of-00004.tfrecord"
+
+
+def test_verify_and_text_features(tmp_path):
+    folder = write_log(tmp_path / "shop")
+    manifest, _ = build([[folder]], tmp_path / "out", min_user=0, min_item=0)
+    out = tmp_path / "out"
+    features = np.random.default_rng(0).random((manifest["items"] + 1, 4), dtype=np.float32)
+    np.save(out / "text_features.npy", features)
+    np.save(out / "text_features_word_drop.npy", features + 1)
+    manifest["text_features"] = {
+        "path": "text_features.npy",
+        "word_drop_path": "text_features_word_drop.npy",
+        "dim": 4,
+        "sha256": build_module.sha256_file(out / "text_features.npy"),
+        "word_drop_sha256": build_module.sha256_file(out / "text_features_word_drop.npy"),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    info = load_dataset(out, verify=True)
+    assert info.text_features_meta["dim"] == 4
+    np.testing.assert_array_equal(info.text_features(), features)
+    np.testing.assert_array_equal(info.text_features("word_drop"), features + 1)
+
+    shard = pathlib.Path(info.split_files("train")[0])
+    shard.write_bytes(shard.read_bytes()[:-1])
+    assert load_dataset(out).num_items == manifest["items"]
+    with pytest.raises(DataError, match="sha256") as error:
+        load_dataset(out, verify=True)
+    assert str(shard) in str(error.value)
