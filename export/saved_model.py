@@ -1,0 +1,318 @@
+"""``python -m export.saved_model``: a trained run -> a SavedModel that TF-Serving loads as it is.
+
+::
+
+    python -m export.saved_model --run runs/sci --output models/unisrec [--version N]
+        [--max-k 100] [--model-name unisrec]
+
+writes
+
+* ``BASE/<version>/``: the SavedModel (signatures in :mod:`export.signatures`), with
+  ``assets/item_ids.txt`` (the ID lookup table) and
+  ``assets.extra/tf_serving_warmup_requests`` (real requests from the test split, one or more
+  per signature). The version is the next integer under ``BASE`` unless given; it is written
+  to a hidden staging directory in ``BASE`` and renamed into place, so a model server never
+  sees a partial version. An existing version is never overwritten.
+* ``models.config`` next to ``BASE`` (a ``model_config_list``; entries for other model names
+  are kept) and ``batching_parameters.txt`` (``BatchingParameters`` text proto).
+
+Serve it with ``tensorflow_model_server --port=8500 --model_config_file=DIR/models.config``
+(the ``tensorflow/serving`` image) or ``python -m export.serve`` with the same flags.
+
+About ``--enable_batching``: TF-Serving's session batching concatenates requests along
+dimension 0, so it needs every input to have a batch dimension and equal inner dimensions.
+The scalar ``k`` / ``exclude_history`` inputs (and their defaults, which the server feeds)
+have none, and histories of different lengths only concatenate with
+``pad_variable_length_inputs``, which pads with the first element of the tensor (a real item
+ID, which would change the history). ``batching_parameters.txt`` therefore keeps padding off,
+and batching serves only clients that send fixed-width histories and batch-shaped inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from data_pipeline.dataset import DatasetInfo, load_dataset
+from export.signatures import (
+    ENCODE_ITEMS,
+    ENCODE_SEQUENCE,
+    RECOMMEND_FROM_TEXTS,
+    SERVING_DEFAULT,
+    UniSRecServingModule,
+    write_item_ids_file,
+)
+from tf_unisrec.config import TrainConfig
+from tf_unisrec.model import UniSRec
+from tf_unisrec.modeling import build_model
+from tf_unisrec.text import TextEncoder
+
+DEFAULT_MAX_K = 100
+DEFAULT_MODEL_NAME = "unisrec"
+MODELS_CONFIG = "models.config"
+BATCHING_PARAMETERS = "batching_parameters.txt"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_HISTORIES = 4
+
+BATCHING_PARAMETERS_TEXT = """\
+max_batch_size { value: 64 }
+batch_timeout_micros { value: 1000 }
+max_enqueued_batches { value: 256 }
+num_batch_threads { value: 4 }
+pad_variable_length_inputs: false
+"""
+
+_VERSION = re.compile(r"^[0-9]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """Where an export went."""
+
+    path: str
+    version: int
+    models_config: str
+    batching_parameters: str
+    signatures: tuple[str, ...]
+
+
+def load_trained_model(run_dir: str | os.PathLike) -> tuple[TrainConfig, DatasetInfo, UniSRec]:
+    """The run's config, its dataset and the model with the run's best weights."""
+    run = pathlib.Path(run_dir)
+    config = TrainConfig.load(run / "config.yaml")
+    if not config.data:
+        raise ValueError(f"{run / 'config.yaml'} names no dataset (data: ...)")
+    info = load_dataset(config.data)
+    model = build_model(config, info)
+    prefix = tf.train.latest_checkpoint(str(run / "best"))
+    if prefix is None:
+        raise FileNotFoundError(f"no checkpoint in {run / 'best'}")
+    tf.train.Checkpoint(model=model).restore(prefix).assert_existing_objects_matched()
+    return config, info, model
+
+
+def load_text_encoder(info: DatasetInfo) -> TextEncoder:
+    """The text encoder that wrote the dataset's text features (same weights, pooling, length).
+
+    Raises:
+        ValueError: the dataset has no text features, or the encoder's weights differ from
+            those recorded in the manifest.
+    """
+    meta = info.text_features_meta
+    if meta is None:
+        raise ValueError(f"{info.path} has no text features; a text model needs them")
+    encoder = TextEncoder(
+        meta["encoder_path"], pooling=meta["pooling"], max_length=int(meta["max_length"])
+    )
+    recorded = meta.get("weights_sha256")
+    if recorded and encoder.weights_sha256() != recorded:
+        raise ValueError(
+            f"text encoder weights at {meta['encoder_path']} differ from those that wrote "
+            f"{info.path}'s text features"
+        )
+    if encoder.dim != int(meta["dim"]):
+        raise ValueError(f"text encoder has dim {encoder.dim}, text features {meta['dim']}")
+    return encoder
+
+
+def next_version(base_path: str) -> int:
+    """One more than the highest integer version directory under ``base_path`` (or 1)."""
+    if not os.path.isdir(base_path):
+        return 1
+    versions = [int(name) for name in os.listdir(base_path) if _VERSION.match(name)]
+    return max(versions, default=0) + 1
+
+
+def histories_from_split(info: DatasetInfo, count: int) -> list[list[str]]:
+    """The first ``count`` histories of the test split, as original item IDs."""
+    feature = {"history": tf.io.VarLenFeature(tf.int64)}
+    histories = []
+    for record in tf.data.TFRecordDataset(info.split_files("test")).take(count):
+        parsed = tf.io.parse_single_example(record, feature)
+        indices = tf.sparse.to_dense(parsed["history"]).numpy()
+        histories.append([str(info.item_ids[i]) for i in indices if i > 0])
+    return histories
+
+
+def _string_matrix(rows: Sequence[Sequence[str]]) -> np.ndarray:
+    width = max((len(row) for row in rows), default=0)
+    matrix = np.full((len(rows), width), b"", dtype=object)
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            matrix[i, j] = value.encode("utf-8")
+    return matrix
+
+
+def warmup_requests(
+    info: DatasetInfo, model_name: str, signatures: Sequence[str], max_k: int
+) -> list[predict_pb2.PredictRequest]:
+    """Real requests for every exported signature, built from test histories."""
+    histories = histories_from_split(info, WARMUP_HISTORIES)
+    index_of = {str(item_id): i for i, item_id in enumerate(info.item_ids)}
+    history_texts = [[str(info.texts[index_of[i]]) for i in h] for h in histories]
+    ids = _string_matrix(histories)
+    k = min(max_k, info.num_items)
+
+    def request(signature: str, **inputs: object) -> predict_pb2.PredictRequest:
+        message = predict_pb2.PredictRequest()
+        message.model_spec.name = model_name
+        message.model_spec.signature_name = signature
+        for alias, value in inputs.items():
+            message.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+        return message
+
+    requests = [
+        request(SERVING_DEFAULT, history=ids),
+        request(SERVING_DEFAULT, history=ids[:1], k=np.int32(k), exclude_history=np.bool_(True)),
+        request(ENCODE_SEQUENCE, history=ids),
+    ]
+    if ENCODE_ITEMS in signatures:
+        texts = [t.encode("utf-8") for row in history_texts for t in row]
+        requests.append(request(ENCODE_ITEMS, texts=np.array(texts, dtype=object)))
+    if RECOMMEND_FROM_TEXTS in signatures:
+        requests.append(request(RECOMMEND_FROM_TEXTS, history_texts=_string_matrix(history_texts)))
+    return requests
+
+
+def write_warmup_file(export_dir: str, requests: Sequence[predict_pb2.PredictRequest]) -> str:
+    """Writes ``assets.extra/tf_serving_warmup_requests`` (TFRecord of PredictionLog)."""
+    path = os.path.join(export_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for message in requests:
+            log = prediction_log_pb2.PredictionLog()
+            log.predict_log.request.CopyFrom(message)
+            writer.write(log.SerializeToString())
+    return path
+
+
+def _write_text_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_models_config(path: str, model_name: str, base_path: str) -> str:
+    """Adds or replaces ``model_name`` in the ``model_config_list`` at ``path``."""
+    config = model_server_config_pb2.ModelServerConfig()
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text_format.Parse(f.read(), config)
+    models = config.model_config_list.config
+    kept = [m for m in models if m.name != model_name]
+    del models[:]
+    models.extend(kept)
+    entry = models.add()
+    entry.name = model_name
+    entry.base_path = os.path.abspath(base_path)
+    entry.model_platform = "tensorflow"
+    _write_text_atomically(path, text_format.MessageToString(config))
+    return path
+
+
+def export_saved_model(
+    run_dir: str | os.PathLike,
+    base_path: str | os.PathLike,
+    *,
+    version: int | None = None,
+    max_k: int = DEFAULT_MAX_K,
+    model_name: str = DEFAULT_MODEL_NAME,
+) -> ExportResult:
+    """Exports a run's best model to ``base_path/<version>`` (see the module docstring).
+
+    Raises:
+        FileExistsError: the version already exists.
+        ValueError: bad arguments, or a run that does not match its dataset.
+    """
+    if max_k < 1:
+        raise ValueError(f"--max-k must be positive, got {max_k}")
+    if version is not None and version < 1:
+        raise ValueError(f"--version must be a positive integer, got {version}")
+    base = os.path.abspath(os.fspath(base_path))
+    version = next_version(base) if version is None else version
+    final = os.path.join(base, str(version))
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} already exists")
+
+    _, info, model = load_trained_model(run_dir)
+    text_encoder = load_text_encoder(info) if model.item_tower.uses_text else None
+    os.makedirs(base, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=".export-", dir=base)
+    staging = os.path.join(scratch, "saved_model")
+    try:
+        ids_file = write_item_ids_file(
+            [str(i) for i in info.item_ids], os.path.join(scratch, "item_ids.txt")
+        )
+        module = UniSRecServingModule(
+            model,
+            [str(i) for i in info.item_ids],
+            [str(t) for t in info.texts],
+            ids_file,
+            max_k=max_k,
+            text_encoder=text_encoder,
+        )
+        signatures = module.signatures()
+        tf.saved_model.save(module, staging, signatures=signatures)
+        write_warmup_file(staging, warmup_requests(info, model_name, list(signatures), max_k))
+        os.rename(staging, final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    parent = os.path.dirname(base)
+    models_config = write_models_config(os.path.join(parent, MODELS_CONFIG), model_name, base)
+    batching = os.path.join(parent, BATCHING_PARAMETERS)
+    _write_text_atomically(batching, BATCHING_PARAMETERS_TEXT)
+    return ExportResult(final, version, models_config, batching, tuple(sorted(signatures)))
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.saved_model",
+        description="Export a trained UniSRec run as a TF-Serving SavedModel.",
+    )
+    parser.add_argument("--run", required=True, help="run directory (config.yaml, best/)")
+    parser.add_argument("--output", required=True, help="model base path (integer versions)")
+    parser.add_argument("--version", type=int, help="version number (default: the next one)")
+    parser.add_argument(
+        "--max-k", type=int, default=DEFAULT_MAX_K, help="largest k a request may ask for"
+    )
+    parser.add_argument(
+        "--model-name", default=DEFAULT_MODEL_NAME, help="model name in models.config"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    try:
+        result = export_saved_model(
+            args.run,
+            args.output,
+            version=args.version,
+            max_k=args.max_k,
+            model_name=args.model_name,
+        )
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {result.path} (signatures: {', '.join(result.signatures)})")
+    print(f"wrote {result.models_config} and {result.batching_parameters}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""export.saved_model: layout, fresh-process reload and equality with the in-memory model."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import unisrec_factory
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,
+)
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from export.saved_model import export_saved_model, load_trained_model, main, next_version
+from export.signatures import DEFAULT_K
+
+RELOAD_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+
+    def array(value):
+        value = value.numpy()
+        return value.astype(bytes) if value.dtype == object else value
+
+    export_dir, inputs_path, outputs_path = sys.argv[1:]
+    model = tf.saved_model.load(export_dir)
+    with open(inputs_path) as f:
+        inputs = json.load(f)
+    history = tf.constant(inputs["history"])
+    recommend = model.signatures["serving_default"]
+    arrays = {}
+    for exclude in (False, True):
+        out = recommend(history=history, k=tf.constant(inputs["k"]),
+                        exclude_history=tf.constant(exclude))
+        for name, value in out.items():
+            arrays[f"recommend_{int(exclude)}_{name}"] = array(value)
+    for name, value in model.signatures["encode_sequence"](history=history).items():
+        arrays[f"sequence_{name}"] = array(value)
+    texts = tf.constant(inputs["texts"])
+    arrays["items_vectors"] = array(model.signatures["encode_items"](texts=texts)["vectors"])
+    out = model.signatures["recommend_from_texts"](
+        history_texts=tf.constant(inputs["history_texts"]), k=tf.constant(inputs["k"]))
+    for name, value in out.items():
+        arrays[f"texts_{name}"] = array(value)
+    loaded = sorted({m.split(".")[0] for m in sys.modules})
+    arrays["modules"] = np.array(loaded)
+    arrays["signatures"] = np.array(sorted(model.signatures))
+    np.savez(outputs_path, **arrays)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> unisrec_factory.ExportResult:
+    return unisrec_factory.exported(tmp_path_factory.getbasetemp() / "unisrec_export")
+
+
+@pytest.fixture(scope="module")
+def trained(export: unisrec_factory.ExportResult):
+    run_dir = pathlib.Path(export.path).parents[2] / "run-inductive"
+    return load_trained_model(run_dir)
+
+
+@pytest.fixture(scope="module")
+def reloaded(export, trained, tmp_path_factory) -> tuple[dict, dict[str, np.ndarray]]:
+    """Inputs and the outputs of every signature, computed in a fresh Python process."""
+    _, info, _ = trained
+    ids = [str(i) for i in info.item_ids]
+    texts = [str(t) for t in info.texts]
+    history = [
+        [ids[1], ids[2], ids[3], ""],
+        [ids[4], "NOT-AN-ITEM", ids[5], ids[6]],
+        ids[1:9],
+        ["", "", "", ""],
+        ["gone", "missing", "", ""],
+    ]
+    history = [row + [""] * (8 - len(row)) for row in history]
+    inputs = {
+        "history": history,
+        "k": 7,
+        "texts": texts[1:],
+        "history_texts": [
+            [texts[ids.index(i)] if i in ids[1:] else "" for i in row] for row in history
+        ],
+    }
+    work = tmp_path_factory.mktemp("reload")
+    (work / "inputs.json").write_text(json.dumps(inputs))
+    (work / "reload.py").write_text(RELOAD_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(
+        [
+            sys.executable,
+            str(work / "reload.py"),
+            export.path,
+            str(work / "inputs.json"),
+            str(work / "outputs.npz"),
+        ],
+        cwd=str(work),
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    with np.load(work / "outputs.npz") as outputs:
+        return inputs, dict(outputs)
+
+
+def _expected_top_k(model, info, history: list[list[str]], k: int, exclude: bool):
+    """Top-k of the in-memory model (full ranking, the last max_length known items)."""
+    index = {str(item_id): i for i, item_id in enumerate(info.item_ids) if i}
+    max_length = model.sequence_encoder.max_length
+    ids, scores = [], []
+    for row in history:
+        known = [index[i] for i in row if i in index][-max_length:]
+        if not known:
+            ids.append([""] * k)
+            scores.append([-np.inf] * k)
+            continue
+        full = model.scores(tf.constant([known]), tf.constant([len(known)]))[0].numpy()
+        if exclude:
+            full[[index[i] for i in row if i in index]] = -np.inf
+        order = np.argsort(-full, kind="stable")[:k]
+        ids.append([str(info.item_ids[i]) for i in order])
+        scores.append(full[order])
+    return np.array(ids, dtype=object), np.array(scores, dtype=np.float32)
+
+
+def test_layout(export) -> None:
+    base = pathlib.Path(export.path).parent
+    assert export.version == 1
+    assert sorted(os.listdir(base)) == ["1"]
+    assert (pathlib.Path(export.path) / "saved_model.pb").is_file()
+    assert (pathlib.Path(export.path) / "assets" / "item_ids.txt").is_file()
+    assert export.signatures == (
+        "encode_items",
+        "encode_sequence",
+        "recommend_from_texts",
+        "serving_default",
+    )
+
+
+def test_fresh_process_imports_only_tensorflow(reloaded) -> None:
+    _, outputs = reloaded
+    modules = set(outputs["modules"].tolist())
+    assert not modules & {"tf_unisrec", "export", "keras_hub", "tensorflow_recommenders"}
+    assert sorted(outputs["signatures"].tolist()) == [
+        "encode_items",
+        "encode_sequence",
+        "recommend_from_texts",
+        "serving_default",
+    ]
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_top_k_equals_in_memory_model(reloaded, trained, exclude: bool) -> None:
+    inputs, outputs = reloaded
+    _, info, model = trained
+    ids, scores = _expected_top_k(model, info, inputs["history"], inputs["k"], exclude)
+    got_ids = outputs[f"recommend_{int(exclude)}_item_ids"].astype(str)
+    np.testing.assert_array_equal(got_ids, ids.astype(str))
+    np.testing.assert_allclose(outputs[f"recommend_{int(exclude)}_scores"], scores, atol=1e-5)
+    texts = {str(i): str(t) for i, t in zip(info.item_ids, info.texts, strict=True)}
+    expected_texts = [[texts[i] for i in row] for row in ids]
+    got_texts = outputs[f"recommend_{int(exclude)}_item_texts"].astype(bytes)
+    assert [[t.decode() for t in row] for row in got_texts] == expected_texts
+    if exclude:
+        for row, history in zip(got_ids, inputs["history"], strict=True):
+            assert not set(row) & (set(history) - {""})
+
+
+def test_unknown_items_counted(reloaded) -> None:
+    _, outputs = reloaded
+    expected = [0, 1, 0, 0, 2]
+    np.testing.assert_array_equal(outputs["recommend_0_unknown_items"], expected)
+    np.testing.assert_array_equal(outputs["sequence_unknown_items"], expected)
+
+
+def test_empty_history_rows(reloaded) -> None:
+    _, outputs = reloaded
+    for row in (3, 4):
+        assert set(outputs["recommend_0_item_ids"][row].astype(bytes)) == {b""}
+        assert np.all(np.isneginf(outputs["recommend_0_scores"][row]))
+        np.testing.assert_array_equal(outputs["sequence_vectors"][row], 0.0)
+    assert np.all(np.isfinite(outputs["recommend_0_scores"][:3]))
+
+
+def test_encode_sequence_equals_in_memory_model(reloaded, trained) -> None:
+    inputs, outputs = reloaded
+    _, info, model = trained
+    index = {str(item_id): i for i, item_id in enumerate(info.item_ids) if i}
+    max_length = model.sequence_encoder.max_length
+    for row, vector in zip(inputs["history"][:3], outputs["sequence_vectors"][:3], strict=True):
+        known = [index[i] for i in row if i in index][-max_length:]
+        expected = model.sequence_vectors(tf.constant([known]), tf.constant([len(known)]))[0]
+        np.testing.assert_allclose(vector, expected.numpy(), atol=1e-5)
+
+
+def test_encode_items_reproduces_trained_item_vectors(reloaded, trained) -> None:
+    _, outputs = reloaded
+    _, _, model = trained
+    np.testing.assert_allclose(outputs["items_vectors"], model.item_vectors()[1:], atol=1e-4)
+
+
+def test_recommend_from_texts_matches_ids(reloaded) -> None:
+    """An inductive model ranks a history given as texts as it ranks the same item IDs."""
+    _, outputs = reloaded
+    np.testing.assert_array_equal(
+        outputs["texts_item_ids"][:3], outputs["recommend_0_item_ids"][:3]
+    )
+    np.testing.assert_allclose(
+        outputs["texts_scores"][:3], outputs["recommend_0_scores"][:3], atol=1e-4
+    )
+    assert np.all(np.isneginf(outputs["texts_scores"][3:]))
+
+
+def test_warmup_requests_cover_every_signature(export) -> None:
+    path = pathlib.Path(export.path) / "assets.extra" / "tf_serving_warmup_requests"
+    signatures = []
+    for record in tf.data.TFRecordDataset(str(path)):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        assert log.predict_log.request.model_spec.name == "unisrec"
+        signatures.append(log.predict_log.request.model_spec.signature_name)
+    assert set(signatures) == set(export.signatures)
+
+
+def _batching_parameters_type():
+    """BatchingParameters as tensorflow_model_server defines it (not in the Python package)."""
+    int64 = ".google.protobuf.Int64Value"
+    fields = [
+        ("max_batch_size", 1, int64),
+        ("batch_timeout_micros", 2, int64),
+        ("max_enqueued_batches", 3, int64),
+        ("num_batch_threads", 4, int64),
+        ("thread_pool_name", 5, ".google.protobuf.StringValue"),
+    ]
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="test_session_bundle_config.proto",
+        package="tensorflow.serving.test",
+        dependency=["google/protobuf/wrappers.proto"],
+        syntax="proto3",
+    )
+    message = proto.message_type.add(name="BatchingParameters")
+    optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+    for name, number, type_name in fields:
+        message.field.add(
+            name=name,
+            number=number,
+            label=optional,
+            type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+            type_name=type_name,
+        )
+    message.field.add(
+        name="allowed_batch_sizes",
+        number=6,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+    )
+    message.field.add(
+        name="pad_variable_length_inputs",
+        number=7,
+        label=optional,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(
+        descriptor_pb2.FileDescriptorProto.FromString(
+            wrappers_pb2.DESCRIPTOR.serialized_pb
+        ).SerializeToString()
+    )
+    pool.Add(proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.test.BatchingParameters")
+    )
+
+
+def test_models_config_and_batching_parameters(export) -> None:
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(pathlib.Path(export.models_config).read_text(), config)
+    (entry,) = config.model_config_list.config
+    assert entry.name == "unisrec"
+    assert entry.base_path == str(pathlib.Path(export.path).parent)
+    assert entry.model_platform == "tensorflow"
+    parameters = text_format.Parse(
+        pathlib.Path(export.batching_parameters).read_text(), _batching_parameters_type()()
+    )
+    assert parameters.max_batch_size.value > 0
+    assert parameters.num_batch_threads.value > 0
+    assert not parameters.pad_variable_length_inputs
+
+
+def test_next_version_and_refusal_to_overwrite(export, tmp_path, capsys) -> None:
+    base = pathlib.Path(export.path).parent
+    assert next_version(str(base)) == 2
+    assert next_version(str(tmp_path / "absent")) == 1
+    run_dir = base.parents[1] / "run-inductive"
+    with pytest.raises(FileExistsError):
+        export_saved_model(run_dir, base, version=1)
+    assert main(["--run", str(run_dir), "--output", str(base), "--version", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(os.listdir(base)) == ["1"]
+
+
+def test_default_k_is_in_signature_def(export) -> None:
+    from export.serve import read_meta_graph
+
+    signature = read_meta_graph(export.path).signature_def["serving_default"]
+    assert tf.make_ndarray(signature.defaults["k"]) == DEFAULT_K
+    assert not tf.make_ndarray(signature.defaults["exclude_history"])
+    assert set(signature.outputs) == {"item_ids", "scores", "item_texts", "unknown_items"}
