@@ -72,8 +72,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> unisrec_factory.ExportRe
 
 @pytest.fixture(scope="module")
 def trained(export: unisrec_factory.ExportResult):
-    run_dir = pathlib.Path(export.path).parents[2] / "run-inductive"
-    return load_trained_model(run_dir)
+    return load_trained_model(unisrec_factory.run_dir_of(export))
 
 
 @pytest.fixture(scope="module")
@@ -119,26 +118,6 @@ def reloaded(export, trained, tmp_path_factory) -> tuple[dict, dict[str, np.ndar
         return inputs, dict(outputs)
 
 
-def _expected_top_k(model, info, history: list[list[str]], k: int, exclude: bool):
-    """Top-k of the in-memory model (full ranking, the last max_length known items)."""
-    index = {str(item_id): i for i, item_id in enumerate(info.item_ids) if i}
-    max_length = model.sequence_encoder.max_length
-    ids, scores = [], []
-    for row in history:
-        known = [index[i] for i in row if i in index][-max_length:]
-        if not known:
-            ids.append([""] * k)
-            scores.append([-np.inf] * k)
-            continue
-        full = model.scores(tf.constant([known]), tf.constant([len(known)]))[0].numpy()
-        if exclude:
-            full[[index[i] for i in row if i in index]] = -np.inf
-        order = np.argsort(-full, kind="stable")[:k]
-        ids.append([str(info.item_ids[i]) for i in order])
-        scores.append(full[order])
-    return np.array(ids, dtype=object), np.array(scores, dtype=np.float32)
-
-
 def test_layout(export) -> None:
     base = pathlib.Path(export.path).parent
     assert export.version == 1
@@ -169,7 +148,9 @@ def test_fresh_process_imports_only_tensorflow(reloaded) -> None:
 def test_top_k_equals_in_memory_model(reloaded, trained, exclude: bool) -> None:
     inputs, outputs = reloaded
     _, info, model = trained
-    ids, scores = _expected_top_k(model, info, inputs["history"], inputs["k"], exclude)
+    ids, scores = unisrec_factory.expected_top_k(
+        model, info, inputs["history"], inputs["k"], exclude
+    )
     got_ids = outputs[f"recommend_{int(exclude)}_item_ids"].astype(str)
     np.testing.assert_array_equal(got_ids, ids.astype(str))
     np.testing.assert_allclose(outputs[f"recommend_{int(exclude)}_scores"], scores, atol=1e-5)
@@ -306,7 +287,7 @@ def test_next_version_and_refusal_to_overwrite(export, tmp_path, capsys) -> None
     base = pathlib.Path(export.path).parent
     assert next_version(str(base)) == 2
     assert next_version(str(tmp_path / "absent")) == 1
-    run_dir = base.parents[1] / "run-inductive"
+    run_dir = unisrec_factory.run_dir_of(export)
     with pytest.raises(FileExistsError):
         export_saved_model(run_dir, base, version=1)
     assert main(["--run", str(run_dir), "--output", str(base), "--version", "1"]) == 2

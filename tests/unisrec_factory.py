@@ -11,9 +11,10 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipeline.build import build
-from data_pipeline.dataset import load_dataset
+from data_pipeline.dataset import DatasetInfo, load_dataset
 from export.saved_model import ExportResult, export_saved_model
 from tf_unisrec.config import TrainConfig
+from tf_unisrec.model import UniSRec
 from tf_unisrec.modeling import build_model
 from tf_unisrec.text import TextEncoder
 
@@ -122,6 +123,28 @@ def write_run(data_dir: pathlib.Path, run_dir: pathlib.Path, stage: str) -> path
     return run_dir
 
 
+def expected_top_k(
+    model: UniSRec, info: DatasetInfo, history: list[list[str]], k: int, exclude: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of the in-memory model (full ranking, the last max_length known items)."""
+    index = {str(item_id): i for i, item_id in enumerate(info.item_ids) if i}
+    max_length = model.sequence_encoder.max_length
+    ids, scores = [], []
+    for row in history:
+        known = [index[i] for i in row if i in index][-max_length:]
+        if not known:
+            ids.append([""] * k)
+            scores.append([-np.inf] * k)
+            continue
+        full = model.scores(tf.constant([known]), tf.constant([len(known)]))[0].numpy()
+        if exclude:
+            full[[index[i] for i in row if i in index]] = -np.inf
+        order = np.argsort(-full, kind="stable")[:k]
+        ids.append([str(info.item_ids[i]) for i in order])
+        scores.append(full[order])
+    return np.array(ids, dtype=object), np.array(scores, dtype=np.float32)
+
+
 _EXPORTS: dict[tuple[str, str], ExportResult] = {}
 
 
@@ -135,3 +158,8 @@ def exported(root: pathlib.Path, stage: str = "inductive") -> ExportResult:
         run_dir = write_run(data_dir, root / f"run-{stage}", stage)
         _EXPORTS[key] = export_saved_model(run_dir, root / f"models-{stage}" / "unisrec", max_k=12)
     return _EXPORTS[key]
+
+
+def run_dir_of(result: ExportResult, stage: str = "inductive") -> pathlib.Path:
+    """The run directory :func:`exported` exported ``result`` from."""
+    return pathlib.Path(result.path).parents[2] / f"run-{stage}"
