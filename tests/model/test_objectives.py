@@ -61,3 +61,23 @@ def test_freeze_for_fine_tuning_leaves_adaptor_norm_and_ids_trainable():
     assert any("input_norm" in n for n in names)
     assert any("id_embedding" in n for n in names)
     assert not any("block_" in n or "position_embedding" in n for n in names)
+
+
+def test_bucketing_by_length_is_exact():
+    model = tiny_model("transductive")
+    batch = tiny_batch()
+    model.bucket_by_length = False
+    plain = model.sequence_vectors(batch["history"], batch["length"]).numpy()
+    plain_loss = float(model.compute_loss(batch))
+    model.bucket_by_length = True
+    bucketed = model.sequence_vectors(batch["history"], batch["length"]).numpy()
+    np.testing.assert_allclose(bucketed, plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(model.compute_loss(batch)), plain_loss, rtol=1e-5)
+
+
+def test_length_boundaries_cover_every_length():
+    from tf_unisrec.model import length_boundaries
+
+    bounds = length_boundaries(50)
+    assert bounds[0] == 1 and bounds[-1] == 50 and bounds == sorted(set(bounds))
+    assert len(bounds) < 20
