@@ -61,6 +61,8 @@ class FactorizedNDCG(tfrs.metrics.Factorized):
 class FullRankingMetrics:
     """Recall@K (TFRS `FactorizedTopK`) and NDCG@K over an exact index of the whole catalogue.
 
+    A cut-off larger than the catalogue ranks the whole catalogue.
+
     Args:
         item_vectors: `[num_items, d]` candidate vectors (padding excluded).
         item_ids: `[num_items]` identifiers of the candidates (e.g. item indices).
@@ -71,10 +73,12 @@ class FullRankingMetrics:
         self, item_vectors: tf.Tensor, item_ids: tf.Tensor, ks: Sequence[int] = (10, 50)
     ) -> None:
         self.ks = tuple(ks)
-        self.index = tfrs.layers.factorized_top_k.BruteForce(k=max(self.ks))
+        num_items = int(item_vectors.shape[0])
+        cutoffs = tuple(min(k, num_items) for k in self.ks)
+        self.index = tfrs.layers.factorized_top_k.BruteForce(k=max(cutoffs))
         self.index.index(item_vectors, identifiers=item_ids)
-        self.recall = tfrs.metrics.FactorizedTopK(candidates=self.index, ks=self.ks)
-        self.ndcg = FactorizedNDCG(self.index, ks=self.ks)
+        self.recall = tfrs.metrics.FactorizedTopK(candidates=self.index, ks=cutoffs)
+        self.ndcg = FactorizedNDCG(self.index, ks=cutoffs)
 
     def update_state(self, queries: tf.Tensor, true_ids: tf.Tensor) -> None:
         # id-based evaluation: true candidate embeddings are not needed

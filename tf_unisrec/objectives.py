@@ -22,15 +22,16 @@ def gather_candidates(candidates: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor,
     the candidates it is given, which under a distribution strategy are only the replica's
     own. Gathering them from every replica (gradients flow back through `all_gather`) and
     rotating this replica's block to the front keeps TFRS's diagonal labels correct, so an
-    `R`-replica step computes the same loss as one device on the global batch.
+    `R`-replica step computes the same loss as one device on the global batch. Integers travel
+    as int64: MultiWorkerMirroredStrategy's collectives do not gather int32.
     """
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return candidates, ids
-    sizes = context.all_gather(tf.shape(candidates)[:1], axis=0)
+    sizes = context.all_gather(tf.shape(candidates, out_type=tf.int64)[:1], axis=0)
     offset = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
     all_candidates = context.all_gather(candidates, axis=0)
-    all_ids = context.all_gather(ids, axis=0)
+    all_ids = tf.cast(context.all_gather(tf.cast(ids, tf.int64), axis=0), ids.dtype)
     return tf.roll(all_candidates, -offset, axis=0), tf.roll(all_ids, -offset, axis=0)
 
 

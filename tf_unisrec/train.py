@@ -49,6 +49,23 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     )
 
 
+def random_generators(model: tf.keras.Model) -> tf.train.Checkpoint:
+    """The layers' random generators (dropout masks, gate noise) as one checkpointable object.
+
+    tf-keras keeps them out of checkpoints; saving them lets a resumed run draw the same
+    random numbers as an uninterrupted one.
+    """
+    generators = {}
+    random_layers = [
+        m for m in model.submodules if isinstance(m, tf.keras.__internal__.layers.BaseRandomLayer)
+    ]
+    for i, layer in enumerate(random_layers):
+        layer._random_generator._maybe_init()
+        if layer._random_generator._generator is not None:
+            generators[f"generator_{i}"] = layer._random_generator._generator
+    return tf.train.Checkpoint(**generators)
+
+
 class GracefulStop:
     """Turns SIGTERM/SIGINT into a flag checked between training steps."""
 
@@ -106,6 +123,7 @@ class Trainer:
                 best_metric=self.best_metric,
                 best_epoch=self.best_epoch,
                 bad_epochs=self.bad_epochs,
+                random=random_generators(self.model),
             )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(self.run_dir / "checkpoints"), max_to_keep=1

@@ -1,0 +1,241 @@
+"""End-to-end training runs on a tiny dataset with real MiniLM features."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from unisrec_factory import write_dataset
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TINY = [
+    "--hidden-dim",
+    "16",
+    "--num-layers",
+    "1",
+    "--num-heads",
+    "2",
+    "--intermediate-dim",
+    "16",
+    "--max-length",
+    "5",
+    "--num-experts",
+    "2",
+    "--batch-size",
+    "8",
+    "--eval-batch-size",
+    "64",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+def run_train(args, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tf_unisrec.train", *TINY, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def finish(process, timeout=240):
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-4000:]
+    return out
+
+
+def checkpoint_values(directory, prefix="model/"):
+    reader = tf.train.load_checkpoint(str(directory))
+    return {
+        key: reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+        if key.startswith(prefix) and "OPTIMIZER_SLOT" not in key
+    }
+
+
+def test_train_writes_run_directory(data_dir, tmp_path):
+    run = tmp_path / "run"
+    finish(
+        run_train(
+            [
+                "--data",
+                str(data_dir),
+                "--stage",
+                "transductive",
+                "--output",
+                str(run),
+                "--epochs",
+                "2",
+            ]
+        )
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["stage"] == "transductive"
+    for split in ("valid", "test"):
+        assert set(metrics[split]) == {"recall@10", "ndcg@10", "recall@50", "ndcg@50"}
+        assert 0.0 <= metrics[split]["ndcg@10"] <= metrics[split]["recall@10"] <= 1.0
+    assert metrics["train_examples_per_second"] > 0
+    assert [r["epoch"] for r in json.loads((run / "history.json").read_text())] == [1, 2]
+    assert (run / "config.yaml").is_file() and list((run / "logs").iterdir())
+    assert tf.train.latest_checkpoint(str(run / "best"))
+
+    evaluate = subprocess.run(
+        [sys.executable, "-m", "tf_unisrec.evaluate", "--run", str(run)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    reported = json.loads(evaluate.stdout.strip().splitlines()[-1])
+    assert reported["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"], abs=1e-6)
+
+
+def test_killed_run_resumes_to_the_same_state(data_dir, tmp_path):
+    common = ["--data", str(data_dir), "--stage", "pretrain", "--epochs", "4", "--batch-size", "4"]
+    finish(run_train([*common, "--output", str(tmp_path / "whole")]))
+
+    interrupted = tmp_path / "interrupted"
+    process = run_train([*common, "--output", str(interrupted)])
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("epoch 2/"):
+            time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            break
+    rest, _ = process.communicate(timeout=240)
+    assert process.returncode != 0 and "stopped by signal" in rest, "".join(lines) + rest
+    out = finish(run_train([*common, "--output", str(interrupted)]))
+    assert "resuming" in out
+
+    whole = checkpoint_values(tmp_path / "whole" / "checkpoints", prefix="")
+    resumed = checkpoint_values(interrupted / "checkpoints", prefix="")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        if key.startswith("model/") or key.startswith("optimizer/"):
+            np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
+
+
+def test_fine_tuning_from_pretrained_trains_only_adaptor_norm_and_ids(data_dir, tmp_path):
+    pretrained = tmp_path / "pretrain"
+    finish(
+        run_train(
+            [
+                "--data",
+                str(data_dir),
+                "--stage",
+                "pretrain",
+                "--epochs",
+                "1",
+                "--output",
+                str(pretrained),
+            ]
+        )
+    )
+    tuned = tmp_path / "tuned"
+    finish(
+        run_train(
+            [
+                "--data",
+                str(data_dir),
+                "--stage",
+                "transductive",
+                "--epochs",
+                "2",
+                "--init",
+                str(pretrained),
+                "--output",
+                str(tuned),
+            ]
+        )
+    )
+    before = checkpoint_values(pretrained / "best")
+    after = checkpoint_values(tuned / "checkpoints")
+    frozen = [k for k in before if "sequence_encoder" in k and "input_norm" not in k]
+    trained = [k for k in before if "item_tower/adaptor" in k and "kernel" in k]
+    assert frozen and trained
+    for key in frozen:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    assert any(not np.array_equal(after[k], before[k]) for k in trained)
+    ids = [k for k in after if "id_embedding" in k]
+    assert ids and not any(k in before for k in ids)
+
+
+def test_init_from_a_missing_run_is_a_clear_error(data_dir, tmp_path):
+    process = run_train(
+        [
+            "--data",
+            str(data_dir),
+            "--stage",
+            "inductive",
+            "--init",
+            str(tmp_path / "nope"),
+            "--output",
+            str(tmp_path / "r"),
+        ]
+    )
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode != 0 and "--init" in out and "nope" in out
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_strategy_trains_on_loopback(data_dir, tmp_path):
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CONFIG": json.dumps(tf_config)}
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tf_unisrec.train",
+                    *TINY,
+                    "--data",
+                    str(data_dir),
+                    "--stage",
+                    "pretrain",
+                    "--strategy",
+                    "multi_worker",
+                    "--epochs",
+                    "1",
+                    "--steps-per-epoch",
+                    "3",
+                    "--output",
+                    str(tmp_path / "mw"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
+        )
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    for process, out in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, out[-4000:]
+    metrics = json.loads((tmp_path / "mw" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1
