@@ -132,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+def parse_args(
+    argv: list[str] | None = None, defaults: dict[str, Any] | None = None
+) -> tuple[TrainConfig, argparse.Namespace]:
+    """Flags over `--config FILE` over `defaults` over the official defaults."""
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = {
@@ -144,7 +147,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
         if args.config:
             config = TrainConfig.load(args.config, **overrides)
         else:
-            config = TrainConfig(**overrides)
+            config = TrainConfig(**{**(defaults or {}), **overrides})
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     return config, args

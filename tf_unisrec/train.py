@@ -329,17 +329,72 @@ def write_json(path: pathlib.Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def train(config: TrainConfig, resume: bool = True) -> dict[str, Any]:
+def train(
+    config: TrainConfig, resume: bool = True, strategy: tf.distribute.Strategy | None = None
+) -> dict[str, Any]:
     """Trains (or resumes) the run `config.output` and returns its metrics."""
-    strategy = make_strategy(config)
+    strategy = strategy or make_strategy(config)
     return Trainer(config, strategy, resume=resume).fit()
 
 
+# The main job on a fresh machine: MovieLens-100K and a small, quick model.
+DEFAULT_JOB = {
+    "stage": "transductive",
+    "output": "runs/movielens",
+    "hidden_dim": 64,
+    "epochs": 3,
+}
+
+
+def default_dataset() -> str:
+    """Builds MovieLens-100K and its MiniLM text features in the cache, if missing."""
+    from data_pipeline.build import build
+    from data_pipeline.encode_text import encode_dataset
+    from data_pipeline.sources.movielens import cache_dir
+
+    data_dir = cache_dir() / "datasets" / "ml-100k"
+    print(f"dataset: MovieLens-100K in {data_dir}", flush=True)
+    build([], data_dir)
+    encode_dataset(data_dir)
+    return str(data_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     config, args = parse_args(argv)
+    strategy = make_strategy(config)
+    default_job = config.data is None
+    if default_job:
+        config, args = parse_args(argv, defaults={**DEFAULT_JOB, "data": default_dataset()})
     print(json.dumps(dataclasses.asdict(config), default=list), flush=True)
-    train(config, resume=args.resume)
+    metrics = train(config, resume=args.resume, strategy=strategy)
+    if default_job and is_chief(strategy):
+        report_default_job(config, metrics)
     return 0
+
+
+def report_default_job(config: TrainConfig, metrics: dict[str, Any]) -> None:
+    """Exports the run for TF-Serving and prints where everything went."""
+    from export.saved_model import export_saved_model
+
+    run = pathlib.Path(config.output).resolve()
+    export = export_saved_model(run, run / "serving" / "unisrec")
+    print()
+    print(format_metrics({s: metrics[s] for s in ("valid", "test")}, config.ks))
+    print()
+    print(f"run directory       {run}")
+    print(f"metrics             {run / 'metrics.json'}")
+    print(f"TensorBoard         tensorboard --logdir {run / 'logs'}")
+    print(f"SavedModel          {export.path}  (signatures: {', '.join(export.signatures)})")
+    print(f"TF-Serving config   {export.models_config}")
+    print(
+        f"serve locally       python -m export.serve --port 8500 --model_name unisrec "
+        f"--model_base_path {run / 'serving' / 'unisrec'}"
+    )
+    print(
+        "query              python -m export.client --server 127.0.0.1:8500 --model unisrec "
+        "--history <item id> ... --k 10"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,120 @@
+"""Scientific (the paper's exact split): SASRec and UniSRec, full ranking, beside the paper.
+
+    python benchmarks/bench_scientific.py [--runs sasrec inductive transductive]
+        [--seeds 2020] [--work benchmarks/work] [--pooling mean]
+
+Runs `python -m tf_unisrec.train` with the official hyperparameters for each requested run and
+seed (a finished run, one with metrics.json, is reused; an interrupted one resumes), then prints
+test Recall/NDCG@10/50 as mean +- std over seeds next to the paper's Table 2, and writes
+benchmarks/results/scientific.json. Runs ending in `-pt` fine-tune from a multi-domain
+pre-training on Office2014 + Games (`--pretrain-epochs`, default 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+PAPER = {
+    "sasrec": ("SASRec (IDs only)", (0.1080, 0.0553, 0.2042, 0.0760)),
+    "inductive": ("UniSRec text only (inductive)", (0.1188, 0.0641, 0.2394, 0.0903)),
+    "transductive": ("UniSRec text + ID (transductive)", (0.1235, 0.0634, 0.2473, 0.0904)),
+}
+RUNS = ("sasrec", "inductive", "transductive", "inductive-pt", "transductive-pt")
+
+
+def python(*args: str) -> None:
+    print("$ python " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, *args], cwd=REPO, check=True)
+
+
+def dataset(work: pathlib.Path, name: str, inputs: list[pathlib.Path], pooling: str) -> str:
+    out = work / "data" / name
+    build = ["-m", "data_pipeline.build", "--output", str(out)]
+    for path in inputs:
+        build += ["--input", str(path)]
+    python(*build)
+    python("-m", "data_pipeline.encode_text", "--data", str(out), "--pooling", pooling)
+    return str(out)
+
+
+def train(run_dir: pathlib.Path, *flags: str) -> dict:
+    if not (run_dir / "metrics.json").exists():
+        python("-m", "tf_unisrec.train", "--output", str(run_dir), *flags)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=list(RUNS[:3]), choices=RUNS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
+    parser.add_argument("--work", type=pathlib.Path, default=REPO / "benchmarks" / "work")
+    parser.add_argument("--pooling", default="mean", choices=("cls", "mean"))
+    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument(
+        "--output", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "scientific.json"
+    )
+    args = parser.parse_args()
+
+    scientific = dataset(args.work, "scientific", [SHARED / "Scientific"], args.pooling)
+    pretrained = None
+    if any(run.endswith("-pt") for run in args.runs):
+        corpus = dataset(
+            args.work, "office+games", [SHARED / "Office2014", SHARED / "Games"], args.pooling
+        )
+        pretrained = args.work / "runs" / "pretrain"
+        train(
+            pretrained,
+            "--data",
+            corpus,
+            "--stage",
+            "pretrain",
+            "--epochs",
+            str(args.pretrain_epochs),
+        )
+
+    results: dict[str, dict] = {}
+    for run in args.runs:
+        stage = run.removesuffix("-pt")
+        per_seed = []
+        for seed in args.seeds:
+            flags = ["--data", scientific, "--stage", stage, "--seed", str(seed)]
+            if run.endswith("-pt"):
+                flags += ["--init", str(pretrained)]
+            per_seed.append(train(args.work / "runs" / f"{run}-s{seed}", *flags))
+        values = np.array([[m["test"][k] for k in METRICS] for m in per_seed])
+        results[run] = {
+            "seeds": args.seeds,
+            "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
+            "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
+            "best_epoch": [m["best_epoch"] for m in per_seed],
+            "train_examples_per_second": [m["train_examples_per_second"] for m in per_seed],
+            "seconds_per_epoch": [m["seconds_per_epoch"] for m in per_seed],
+            "eval_seconds": [m["eval_seconds"] for m in per_seed],
+        }
+
+    header = f"{'model':<34}" + "".join(f"{k:>17}" for k in METRICS) + f"{'ex/s':>9}"
+    print(header)
+    print("-" * len(header))
+    for run, r in results.items():
+        cells = "".join(f"{r['mean'][k]:>10.4f} ±{r['std'][k]:.4f}" for k in METRICS)
+        speed = np.mean(r["train_examples_per_second"])
+        print(f"{'ours: ' + run:<34}{cells}{speed:>9.0f}")
+        if run in PAPER:
+            name, paper = PAPER[run]
+            print(f"{'paper: ' + name[:27]:<34}" + "".join(f"{v:>17.4f}" for v in paper))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"pooling": args.pooling, "runs": results}, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
