@@ -38,11 +38,10 @@ def python(*args: str) -> None:
 
 def dataset(work: pathlib.Path, name: str, inputs: list[pathlib.Path], pooling: str) -> str:
     out = work / "data" / name
-    build = ["-m", "data_pipeline.build", "--output", str(out)]
+    build = ["-m", "data_pipeline.build", "--output", str(out), "--pooling", pooling]
     for path in inputs:
         build += ["--input", str(path)]
     python(*build)
-    python("-m", "data_pipeline.encode_text", "--data", str(out), "--pooling", pooling)
     return str(out)
 
 

@@ -4,8 +4,10 @@
     python -m data_pipeline.build --output data/ml-100k              # MovieLens-100K default
     python -m data_pipeline.build --input A --input B --output data/pretrain   # multi-domain
 
-Builds are idempotent (same inputs and options: nothing is rewritten) and atomic (everything is
-written to a temporary folder beside the output, synced, then renamed into place).
+The command also computes the item text features (`data_pipeline.encode_text`) unless given
+`--no-text-features`. Builds are idempotent (same inputs and options: nothing is rewritten)
+and atomic (everything is written to a temporary folder beside the output, synced, then
+renamed into place).
 """
 
 from __future__ import annotations
@@ -329,6 +331,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--text-cols", help="comma-separated item text columns (default: text, else all)"
     )
+    parser.add_argument(
+        "--text-features",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also encode item texts with the text encoder (default: yes)",
+    )
+    parser.add_argument("--encoder", help="Transformers-format BERT folder (default: MiniLM)")
+    parser.add_argument("--pooling", default="cls", choices=("cls", "mean"))
+    parser.add_argument("--text-max-length", type=int, default=512, help="tokens per text")
     return parser
 
 
@@ -359,6 +370,20 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(manifest))
     state = "written" if written else "up to date, nothing written"
     print(f"{args.output}: {state} ({time.perf_counter() - start:.1f} s)")
+    if args.text_features:
+        from data_pipeline.encode_text import encode_dataset
+
+        try:
+            meta = encode_dataset(
+                args.output,
+                encoder_path=args.encoder,
+                pooling=args.pooling,
+                max_length=args.text_max_length,
+            )
+        except (DataError, FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"text features: {meta['encoder']}, {meta['pooling']} pooling, {meta['dim']}-d")
     return 0
 
 

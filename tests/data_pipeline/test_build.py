@@ -322,7 +322,17 @@ def test_cli_summary_table(tmp_path, capsys):
     out = capsys.readouterr().out
     for column in ("#Users", "#Items", "#Inters", "Avg n", "Avg c"):
         assert column in out
-    assert len(load_dataset(tmp_path / "out").split_files("train")) == 2
+    info = load_dataset(tmp_path / "out")
+    assert len(info.split_files("train")) == 2
+    assert info.text_features().shape[0] == info.num_items + 1
+    assert info.text_features_meta["pooling"] == "cls"
+
+
+def test_cli_without_text_features(tmp_path):
+    folder = write_log(tmp_path / "shop")
+    args = ["--input", str(folder), "--output", str(tmp_path / "out"), "--no-text-features"]
+    assert main([*args, "--min-user", "0", "--min-item", "0"]) == 0
+    assert load_dataset(tmp_path / "out").text_features_meta is None
 
 
 def test_load_dataset_checks(tmp_path, scientific):
