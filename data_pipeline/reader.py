@@ -43,11 +43,11 @@ def augment_batch(
 ) -> dict[str, tf.Tensor]:
     """UniSRec's sequence-sequence view (the official PLMEmb transform), one choice per batch.
 
-    A keep mask draws each item with probability 1 - item_drop_ratio; the first item and the
-    padding are always kept. With probability item_drop_prob the view is item drop: kept items
-    compacted to the left. Otherwise it is word drop: the history is unchanged and `word_drop`
-    marks the positions item drop would have dropped (their text vectors are replaced by the
-    word-drop variant).
+    A mask drops each real item with probability item_drop_ratio. With probability
+    item_drop_prob the view is item drop: the kept items (the first one always kept) compacted
+    to the left. Otherwise it is word drop: the history is unchanged and `word_drop` marks the
+    dropped positions, the first included, whose text vectors are replaced by the word-drop
+    variant.
 
     Args:
         batch: Output of `parse_batch`.
@@ -61,10 +61,10 @@ def augment_batch(
     positions = tf.range(tf.shape(history)[1])[tf.newaxis, :]
     real = positions < length[:, tf.newaxis]
     drop = tf.random.stateless_uniform(tf.shape(history), mask_seed) < item_drop_ratio
-    drop = drop & real & (positions > 0)
+    drop = drop & real
 
     def item_drop() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        kept = real & ~drop
+        kept = real & ~(drop & (positions > 0))
         width = tf.shape(history)[1]
         # Kept items first, in their order: a stable sort on (dropped, position).
         order = tf.argsort(tf.where(kept, positions, positions + width), axis=1, stable=True)
