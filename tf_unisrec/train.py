@@ -227,6 +227,8 @@ class Trainer:
             )
         elif self.chief:
             config.save(self.run_dir / "config.yaml")
+        replicas = self.strategy.num_replicas_in_sync
+        print(f"training on {replicas} replica{'s' if replicas > 1 else ''}", flush=True)
         train_seconds, train_examples, eval_seconds, eval_passes = 0.0, 0, 0.0, 0
         with GracefulStop() as stop:
             while int(self.epoch.numpy()) < config.epochs:
@@ -342,6 +344,7 @@ DEFAULT_JOB = {
     "stage": "transductive",
     "output": "runs/movielens",
     "hidden_dim": 64,
+    "max_length": 30,
     "epochs": 3,
 }
 

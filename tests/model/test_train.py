@@ -239,3 +239,15 @@ def test_multi_worker_mirrored_strategy_trains_on_loopback(data_dir, tmp_path):
         assert process.returncode == 0, out[-4000:]
     metrics = json.loads((tmp_path / "mw" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1
+
+
+def test_mirrored_strategy_over_logical_cpus(data_dir, tmp_path):
+    out = finish(
+        run_train(
+            ["--data", str(data_dir), "--stage", "pretrain", "--strategy", "mirrored",
+             "--cpu-replicas", "2", "--epochs", "1", "--output", str(tmp_path / "m")]
+        )
+    )  # fmt: skip
+    assert "training on 2 replicas" in out
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1 and metrics["train_examples_per_second"] > 0

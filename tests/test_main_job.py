@@ -1,0 +1,69 @@
+"""`python -m tf_unisrec.train` with no data: MovieLens-100K end to end, through a gRPC query."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from export.client import ServingClient
+from export.testing import ModelServerProcess
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _pypi_reachable() -> bool:
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_default_job_trains_exports_and_serves(tmp_path):
+    if not _pypi_reachable():
+        pytest.skip("no network: MovieLens-100K is downloaded from PyPI (recbole wheel)")
+    env = {**os.environ, "TF_UNISREC_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    shortened = [
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--hidden-dim",
+        "16",
+        "--num-experts",
+        "2",
+        "--max-length",
+        "10",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_unisrec.train", *shortened],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = tmp_path / "runs" / "movielens"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stage"] == "transductive" and set(metrics["test"]) >= {"recall@10", "ndcg@10"}
+    assert "SavedModel" in result.stdout and "recall@10" in result.stdout
+
+    base_path = run / "serving" / "unisrec"
+    assert (base_path / "1" / "saved_model.pb").is_file()
+    server = ModelServerProcess.create(
+        "export.serve", str(base_path), "unisrec", str(tmp_path / "server.log")
+    )
+    server.start()
+    try:
+        items = (tmp_path / "cache" / "datasets" / "ml-100k" / "items.tsv").read_text()
+        item_ids = [line.split("\t")[2] for line in items.splitlines()[2:5]]
+        answer = ServingClient(server.address, "unisrec").recommend([item_ids], k=5)
+        assert len(answer.item_ids[0]) == 5 and all(answer.item_ids[0])
+    finally:
+        server.stop()
