@@ -112,7 +112,30 @@ def main() -> None:
             print(f"{'paper: ' + name[:27]:<34}" + "".join(f"{v:>17.4f}" for v in paper))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"pooling": args.pooling, "runs": results}, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    plot = plot_validation(args.work / "runs", args.runs, args.seeds[0], args.output)
+    print(f"wrote {args.output} and {plot}")
+
+
+def plot_validation(
+    runs_dir: pathlib.Path, runs: list[str], seed: int, output: pathlib.Path
+) -> pathlib.Path:
+    """Validation NDCG@10 per epoch of each run (first seed) as a PNG beside the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run in runs:
+        history = json.loads((runs_dir / f"{run}-s{seed}" / "history.json").read_text())
+        ax.plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], label=run)
+    ax.set(xlabel="epoch", ylabel="validation NDCG@10", title="Scientific, full ranking")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = output.with_name(output.stem + "_valid_ndcg.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
 
 
 if __name__ == "__main__":

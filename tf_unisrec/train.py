@@ -378,25 +378,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_default_job(config: TrainConfig, metrics: dict[str, Any]) -> None:
     """Exports the run for TF-Serving and prints where everything went."""
+    from data_pipeline.dataset import load_dataset
     from export.saved_model import export_saved_model
 
     run = pathlib.Path(config.output).resolve()
-    export = export_saved_model(run, run / "serving" / "unisrec")
+    base_path = run / "serving" / "unisrec"
+    export = export_saved_model(run, base_path)
+    example = " ".join(str(i) for i in load_dataset(config.data).item_ids[1:3])
     print()
-    print(format_metrics({s: metrics[s] for s in ("valid", "test")}, config.ks))
-    print()
-    print(f"run directory       {run}")
-    print(f"metrics             {run / 'metrics.json'}")
-    print(f"TensorBoard         tensorboard --logdir {run / 'logs'}")
-    print(f"SavedModel          {export.path}  (signatures: {', '.join(export.signatures)})")
-    print(f"TF-Serving config   {export.models_config}")
     print(
-        f"serve locally       python -m export.serve --port 8500 --model_name unisrec "
-        f"--model_base_path {run / 'serving' / 'unisrec'}"
+        f"test recall@10 {metrics['test']['recall@10']:.4f}, ndcg@10 "
+        f"{metrics['test']['ndcg@10']:.4f} (full ranking over all items)"
+    )
+    print(f"run directory      {run}")
+    print(f"metrics            {run / 'metrics.json'}")
+    print(f"TensorBoard        tensorboard --logdir {run / 'logs'}")
+    print(f"SavedModel         {export.path}  ({', '.join(export.signatures)})")
+    print(f"TF-Serving config  {export.models_config}")
+    print(
+        f"serve locally      python -m export.serve --port 8500 --model_name unisrec "
+        f"--model_base_path {base_path}"
     )
     print(
-        "query              python -m export.client --server 127.0.0.1:8500 --model unisrec "
-        "--history <item id> ... --k 10"
+        f"query              python -m export.client --server 127.0.0.1:8500 --model unisrec "
+        f"--history {example} --k 10"
     )
 
 
