@@ -5,7 +5,8 @@ import json
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
@@ -14,6 +15,21 @@ from data_pipeline.reader import make_dataset
 from tf_unisrec.config import TrainConfig
 from tf_unisrec.metrics import FullRankingMetrics
 from tf_unisrec.model import UniSRec
+
+_QUERY_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def query_function(model: UniSRec) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """`model.sequence_vectors` as one traced graph, reused by every evaluation of `model`."""
+    if model not in _QUERY_FUNCTIONS:
+        _QUERY_FUNCTIONS[model] = tf.function(
+            model.sequence_vectors,
+            input_signature=[
+                tf.TensorSpec([None, None], tf.int32, name="history"),
+                tf.TensorSpec([None], tf.int32, name="length"),
+            ],
+        )
+    return _QUERY_FUNCTIONS[model]
 
 
 def evaluate(
@@ -27,7 +43,7 @@ def evaluate(
     """Ranks every item for every example of `split` (padding excluded, history items kept)."""
     items = model.item_vectors()[1:]
     metrics = FullRankingMetrics(items, tf.range(1, info.num_items + 1), ks=ks)
-    queries = tf.function(model.sequence_vectors, reduce_retracing=True)
+    queries = query_function(model)
     examples = make_dataset(info.path, split, batch_size=batch_size, max_len=max_length)
     for batch in examples:
         metrics.update_state(queries(batch["history"], batch["length"]), batch["target"])
