@@ -1,0 +1,114 @@
+"""Training and evaluation speed on Scientific fine-tuning (transductive, batch 2048).
+
+    python benchmarks/bench_training.py [--work benchmarks/work] [--steps 8]
+
+Times whole training steps (forward, backward, Adam) of the official model and batch size,
+once with length-bucketed encoding (the default) and once over fully padded batches, in the
+same process, and one full-ranking validation pass over all 4,385 items. The official PyTorch
+code's figures on the same 2 cores (632 s per epoch, about 54 examples/s, 36 s per validation
+pass) are quoted for the ratio. Writes benchmarks/results/training.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import tf_unisrec  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from tf_unisrec.config import TrainConfig  # noqa: E402
+from tf_unisrec.evaluate import evaluate  # noqa: E402
+from tf_unisrec.train import GracefulStop, Trainer, make_strategy  # noqa: E402
+
+OFFICIAL = {"seconds_per_epoch": 632.0, "examples_per_second": 54.0, "eval_seconds": 36.0}
+
+
+def timed_steps(trainer: Trainer, steps: int) -> float:
+    """Examples per second over `steps` steps, after one untimed warm-up epoch of `steps`."""
+    trainer.config.steps_per_epoch = steps
+    trainer._train_step = None
+    with GracefulStop() as stop:
+        trainer.run_epoch(stop)
+        trainer.step.assign(0)
+        _, examples, seconds = trainer.run_epoch(stop)
+        trainer.step.assign(0)
+    return examples / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=pathlib.Path, default=REPO / "benchmarks" / "work")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
+    args = parser.parse_args()
+
+    data = args.work / "data" / "scientific"
+    source = REPO.parent / "shared" / "data" / "Scientific"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data_pipeline.build",
+            "--input",
+            str(source),
+            "--output",
+            str(data),
+            "--pooling",
+            "mean",
+        ],
+        cwd=REPO,
+        check=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(data=str(data), stage="transductive", output=tmp)
+        trainer = Trainer(config, make_strategy(config), resume=False)
+        train_rows = trainer.info.manifest["splits"]["train"]
+        bucketed = timed_steps(trainer, args.steps)
+        trainer.model.bucket_by_length = False
+        padded = timed_steps(trainer, max(2, args.steps // 4))
+        trainer.model.bucket_by_length = True
+        evaluate(trainer.model, trainer.info, "valid")
+        start = time.perf_counter()
+        evaluate(trainer.model, trainer.info, "valid")
+        eval_seconds = time.perf_counter() - start
+
+    rows = [
+        ("official PyTorch (quoted)", OFFICIAL["examples_per_second"], OFFICIAL["eval_seconds"]),
+        ("ours, fully padded batches", padded, None),
+        ("ours, length-bucketed (default)", bucketed, eval_seconds),
+    ]
+    print(f"{'variant':<34}{'examples/s':>12}{'s/epoch':>10}{'x official':>12}{'eval s':>9}")
+    for name, speed, seconds in rows:
+        ratio = speed / OFFICIAL["examples_per_second"]
+        eval_cell = f"{seconds:9.2f}" if seconds is not None else f"{'':>9}"
+        print(f"{name:<34}{speed:12.0f}{train_rows / speed:10.0f}{ratio:12.1f}{eval_cell}")
+    result = {
+        "dataset": "Scientific",
+        "stage": "transductive",
+        "batch_size": config.batch_size,
+        "train_rows": train_rows,
+        "timed_steps": args.steps,
+        "examples_per_second": {"length_bucketed": bucketed, "padded": padded},
+        "seconds_per_epoch": {
+            "length_bucketed": train_rows / bucketed,
+            "padded": train_rows / padded,
+        },
+        "bucketed_over_padded": bucketed / padded,
+        "eval_seconds": eval_seconds,
+        "official_pytorch_quoted": OFFICIAL,
+        "cpus": os.cpu_count(),
+    }
+    out = REPO / "benchmarks" / "results" / "training.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
