@@ -21,19 +21,11 @@ from export.testing import (
     TOY_ITEM_TEXTS,
     ModelServerProcess,
     free_port,
-    write_toy_saved_model,
 )
 
 MODEL = "toy"
 REAL_BINARY = shutil.which("tensorflow_model_server")
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def toy_base_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    base = tmp_path_factory.mktemp("toy_model")
-    write_toy_saved_model(str(base), 1)
-    return base
 
 
 @pytest.fixture(scope="module", params=["export.serve", "tensorflow_model_server"])

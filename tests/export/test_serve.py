@@ -70,13 +70,6 @@ class Served:
     models: model_service_pb2_grpc.ModelServiceStub
 
 
-@pytest.fixture(scope="module")
-def toy_base_path(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    base = tmp_path_factory.mktemp("toy_model")
-    write_toy_saved_model(str(base), 1)
-    return base
-
-
 @pytest.fixture(scope="module", params=["export.serve", "tensorflow_model_server"])
 def served(
     request: pytest.FixtureRequest,
