@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 from data_pipeline.dataset import DatasetInfo, load_dataset
+from data_pipeline.errors import DataError
 from data_pipeline.reader import make_dataset
 from tf_unisrec.config import TrainConfig
 from tf_unisrec.metrics import FullRankingMetrics
@@ -79,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = TrainConfig.load(config_path)
     ks = tuple(args.ks or config.ks)
-    info = load_dataset(config.data)
+    try:
+        info = load_dataset(config.data)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     model = build_model(config, info)
     prefix = tf.train.latest_checkpoint(str(run / "best"))
     if prefix is None:

@@ -18,6 +18,7 @@ from typing import Any
 import tensorflow as tf
 
 from data_pipeline.dataset import DatasetInfo, load_dataset
+from data_pipeline.errors import DataError
 from data_pipeline.reader import make_dataset
 from tf_unisrec.config import TrainConfig, parse_args
 from tf_unisrec.evaluate import evaluate, format_metrics
@@ -370,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     if default_job:
         config, args = parse_args(argv, defaults={**DEFAULT_JOB, "data": default_dataset()})
     print(json.dumps(dataclasses.asdict(config), default=list), flush=True)
-    metrics = train(config, resume=args.resume, strategy=strategy)
+    try:
+        metrics = train(config, resume=args.resume, strategy=strategy)
+    except (DataError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if default_job and is_chief(strategy):
         report_default_job(config, metrics)
     return 0

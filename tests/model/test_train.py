@@ -189,7 +189,15 @@ def test_init_from_a_missing_run_is_a_clear_error(data_dir, tmp_path):
         ]
     )
     out, _ = process.communicate(timeout=120)
-    assert process.returncode != 0 and "--init" in out and "nope" in out
+    assert process.returncode == 2 and "--init" in out and "nope" in out
+    assert "Traceback" not in out
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    process = run_train(["--data", str(tmp_path / "absent"), "--output", str(tmp_path / "r")])
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 2 and "absent" in out and "no manifest.json" in out
+    assert "Traceback" not in out
 
 
 def _free_ports(n):
