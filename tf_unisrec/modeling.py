@@ -2,7 +2,6 @@
 
 import pathlib
 
-import numpy as np
 import tensorflow as tf
 
 from data_pipeline.dataset import DatasetInfo
@@ -94,7 +93,3 @@ def load_pretrained(model: UniSRec, init: str) -> str:
         ) from error
     return prefix
 
-
-def weights_by_name(model: tf.keras.layers.Layer) -> dict[str, np.ndarray]:
-    """Trainable and frozen weights as NumPy arrays keyed by variable name."""
-    return {v.name: v.numpy() for v in model.weights}
