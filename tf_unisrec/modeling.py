@@ -92,4 +92,3 @@ def load_pretrained(model: UniSRec, init: str) -> str:
             f"(hidden size, layers or text encoder differ): {error}"
         ) from error
     return prefix
-
