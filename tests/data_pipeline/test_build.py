@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -122,18 +121,8 @@ def test_office_log_counts(shared_data, tmp_path):
     assert manifest["items_without_text"] == sum(1 for t in texts[1:] if not t)
 
 
-def _pypi_reachable() -> bool:
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=5).close()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.mark.slow
-def test_movielens_from_empty_cache(tmp_path, monkeypatch):
-    if not _pypi_reachable():
-        pytest.skip("no network: MovieLens-100K is downloaded from PyPI (recbole wheel)")
+def test_movielens_from_empty_cache(tmp_path, monkeypatch, pypi):
     monkeypatch.setenv("TF_UNISREC_CACHE", str(tmp_path / "cache"))
     manifest, written = build([], tmp_path / "ml")
     assert written
