@@ -7,7 +7,8 @@ Runs `python -m tf_unisrec.train` with the official hyperparameters for each req
 seed (a finished run, one with metrics.json, is reused; an interrupted one resumes), then prints
 test Recall/NDCG@10/50 as mean +- std over seeds next to the paper's Table 2, and writes
 benchmarks/results/scientific.json. Runs ending in `-pt` fine-tune from a multi-domain
-pre-training on Office2014 + Games (`--pretrain-epochs`, default 10).
+pre-training on Office2014 + Games (`--pretrain-epochs`, default 2, at
+`--pretrain-batch-size`, default 2048).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
     parser.add_argument("--work", type=pathlib.Path, default=REPO / "benchmarks" / "work")
     parser.add_argument("--pooling", default="mean", choices=("cls", "mean"))
-    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--pretrain-epochs", type=int, default=2)
+    parser.add_argument("--pretrain-batch-size", type=int, default=2048)
     parser.add_argument(
         "--output", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "scientific.json"
     )
@@ -78,6 +80,8 @@ def main() -> None:
             "pretrain",
             "--epochs",
             str(args.pretrain_epochs),
+            "--batch-size",
+            str(args.pretrain_batch_size),
         )
 
     results: dict[str, dict] = {}

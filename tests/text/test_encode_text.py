@@ -51,6 +51,8 @@ def test_encode_and_reuse(tmp_path, monkeypatch):
     for key in ("weights_sha256", "texts_sha256", "sha256", "word_drop_sha256"):
         assert len(entry[key]) == 64
     assert not list(data.glob(".*tmp"))
+    for name in (entry["path"], entry["word_drop_path"], "manifest.json"):
+        assert (data / name).stat().st_mode & 0o777 == 0o644, name
 
     def no_encoder(*args, **kwargs):
         raise AssertionError("features should have been reused")
