@@ -52,6 +52,22 @@ def train(run_dir: pathlib.Path, *flags: str) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def pretrain(
+    work: pathlib.Path,
+    pooling: str,
+    epochs: int,
+    batch_size: int,
+    name: str = "pretrain",
+    flags: tuple[str, ...] = (),
+) -> pathlib.Path:
+    """Pre-trains on Office2014 + Games (multi-domain) into `work/runs/name`; returns the run."""
+    corpus = dataset(work, "office+games", [SHARED / "Office2014", SHARED / "Games"], pooling)
+    run = work / "runs" / name
+    options = ["--epochs", str(epochs), "--batch-size", str(batch_size), *flags]
+    train(run, "--data", corpus, "--stage", "pretrain", *options)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=list(RUNS[:3]), choices=RUNS)
@@ -68,20 +84,8 @@ def main() -> None:
     scientific = dataset(args.work, "scientific", [SHARED / "Scientific"], args.pooling)
     pretrained = None
     if any(run.endswith("-pt") for run in args.runs):
-        corpus = dataset(
-            args.work, "office+games", [SHARED / "Office2014", SHARED / "Games"], args.pooling
-        )
-        pretrained = args.work / "runs" / "pretrain"
-        train(
-            pretrained,
-            "--data",
-            corpus,
-            "--stage",
-            "pretrain",
-            "--epochs",
-            str(args.pretrain_epochs),
-            "--batch-size",
-            str(args.pretrain_batch_size),
+        pretrained = pretrain(
+            args.work, args.pooling, args.pretrain_epochs, args.pretrain_batch_size
         )
 
     results: dict[str, dict] = {}
