@@ -1,10 +1,11 @@
 """Scientific (the paper's exact split): SASRec and UniSRec, full ranking, beside the paper.
 
     python benchmarks/bench_scientific.py [--runs sasrec inductive ...] [--seeds 2020 2021 2022]
-        [--work benchmarks/work] [--pooling mean] [--pretrain-epochs 2]
+        [--work benchmarks/work] [--pooling mean] [--pretrain-epochs 2] [--report]
 
 Runs `python -m tf_unisrec.train` with the official hyperparameters for each requested run and
-seed (a finished run, one with metrics.json, is reused; an interrupted one resumes), then prints
+seed, seed by seed (a finished run, one with metrics.json, is reused; an interrupted one
+resumes; `--report` only tabulates the finished ones), then prints
 test Recall/NDCG@10/50 as mean +- std over seeds next to the paper's Table 2, and writes
 benchmarks/results/scientific.json and the validation curves scientific_valid_ndcg.png. Runs
 ending in `-pt` fine-tune (parameter-efficient) from one multi-domain pre-training on
@@ -84,29 +85,43 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--pretrain-batch-size", type=int, default=2048)
     parser.add_argument(
+        "--report", action="store_true", help="tabulate the finished runs only; train nothing"
+    )
+    parser.add_argument(
         "--output", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "scientific.json"
     )
     args = parser.parse_args()
 
     scientific = dataset(args.work, "scientific", [SHARED / "Scientific"], args.pooling)
     pretrained = None
-    if any(run.endswith("-pt") for run in args.runs):
+    if not args.report and any(run.endswith("-pt") for run in args.runs):
         pretrained = pretrain(
             args.work, args.pooling, args.pretrain_epochs, args.pretrain_batch_size
         )
 
-    results: dict[str, dict] = {}
-    for run in args.runs:
-        stage = run.removesuffix("-pt")
-        per_seed = []
-        for seed in args.seeds:
-            flags = ["--data", scientific, "--stage", stage, "--seed", str(seed)]
+    finished: dict[tuple[str, int], dict] = {}
+    # Seed-major, so that a sweep stopped early leaves every model with the same seeds.
+    for seed in args.seeds:
+        for run in args.runs:
+            run_dir = args.work / "runs" / f"{run}-s{seed}"
+            if args.report:
+                if (run_dir / "metrics.json").exists():
+                    finished[run, seed] = json.loads((run_dir / "metrics.json").read_text())
+                continue
+            flags = ["--data", scientific, "--stage", run.removesuffix("-pt"), "--seed", str(seed)]
             if run.endswith("-pt"):
                 flags += ["--init", str(pretrained)]
-            per_seed.append(train(args.work / "runs" / f"{run}-s{seed}", *flags))
+            finished[run, seed] = train(run_dir, *flags)
+
+    results: dict[str, dict] = {}
+    for run in args.runs:
+        seeds = [seed for seed in args.seeds if (run, seed) in finished]
+        if not seeds:
+            continue
+        per_seed = [finished[run, seed] for seed in seeds]
         values = np.array([[m["test"][k] for k in METRICS] for m in per_seed])
         results[run] = {
-            "seeds": args.seeds,
+            "seeds": seeds,
             "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
             "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
             "best_epoch": [m["best_epoch"] for m in per_seed],
@@ -121,7 +136,8 @@ def main() -> None:
     for run, r in results.items():
         cells = "".join(f"{r['mean'][k]:>10.4f} ±{r['std'][k]:.4f}" for k in METRICS)
         speed = np.mean(r["train_examples_per_second"])
-        print(f"{'ours: ' + run:<34}{cells}{speed:>9.0f}")
+        label = f"ours: {run} ({len(r['seeds'])} seed{'s' if len(r['seeds']) > 1 else ''})"
+        print(f"{label:<34}{cells}{speed:>9.0f}")
         stage = run.removesuffix("-pt")
         if stage in PAPER and not any(o.startswith(stage) for o in later(results, run)):
             name, paper = PAPER[stage]
@@ -134,23 +150,24 @@ def main() -> None:
         "runs": results,
     }
     args.output.write_text(json.dumps(summary, indent=2) + "\n")
-    plot = plot_validation(args.work / "runs", args.runs, args.seeds[0], args.output)
+    curves = {run: f"{run}-s{r['seeds'][0]}" for run, r in results.items()}
+    plot = plot_validation(args.work / "runs", curves, args.output)
     print(f"wrote {args.output} and {plot}")
 
 
 def plot_validation(
-    runs_dir: pathlib.Path, runs: list[str], seed: int, output: pathlib.Path
+    runs_dir: pathlib.Path, curves: dict[str, str], output: pathlib.Path
 ) -> pathlib.Path:
-    """Validation NDCG@10 per epoch of each run (first seed) as a PNG beside the JSON."""
+    """Validation NDCG@10 per epoch of each model (its first seed) as a PNG beside the JSON."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for run in runs:
-        history = json.loads((runs_dir / f"{run}-s{seed}" / "history.json").read_text())
-        ax.plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], label=run)
+    for label, run_dir in curves.items():
+        history = json.loads((runs_dir / run_dir / "history.json").read_text())
+        ax.plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], label=label)
     ax.set(xlabel="epoch", ylabel="validation NDCG@10", title="Scientific, full ranking")
     ax.grid(alpha=0.3)
     ax.legend()
