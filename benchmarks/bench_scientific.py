@@ -130,18 +130,18 @@ def main() -> None:
             "eval_seconds": [m["eval_seconds"] for m in per_seed],
         }
 
-    header = f"{'model':<34}" + "".join(f"{k:>17}" for k in METRICS) + f"{'ex/s':>9}"
+    header = f"{'model':<44}" + "".join(f"{k:>17}" for k in METRICS) + f"{'ex/s':>9}"
     print(header)
     print("-" * len(header))
     for run, r in results.items():
         cells = "".join(f"{r['mean'][k]:>10.4f} ±{r['std'][k]:.4f}" for k in METRICS)
         speed = np.mean(r["train_examples_per_second"])
         label = f"ours: {run} ({len(r['seeds'])} seed{'s' if len(r['seeds']) > 1 else ''})"
-        print(f"{label:<34}{cells}{speed:>9.0f}")
+        print(f"{label:<44}{cells}{speed:>9.0f}")
         stage = run.removesuffix("-pt")
         if stage in PAPER and not any(o.startswith(stage) for o in later(results, run)):
             name, paper = PAPER[stage]
-            print(f"{'paper: ' + name[:27]:<34}" + "".join(f"{v:>17.4f}" for v in paper))
+            print(f"{'paper: ' + name:<44}" + "".join(f"{v:>17.4f}" for v in paper))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     summary = {
         "pooling": args.pooling,
