@@ -149,6 +149,9 @@ def main() -> None:
         "pretrain_batch_size": args.pretrain_batch_size,
         "runs": results,
     }
+    pretrain_metrics = args.work / "runs" / "pretrain" / "metrics.json"
+    if pretrain_metrics.exists():
+        summary["pretrain"] = json.loads(pretrain_metrics.read_text())
     args.output.write_text(json.dumps(summary, indent=2) + "\n")
     curves = {run: f"{run}-s{r['seeds'][0]}" for run, r in results.items()}
     plot = plot_validation(args.work / "runs", curves, args.output)
