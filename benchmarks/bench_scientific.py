@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 import numpy as np
+import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -143,15 +144,16 @@ def main() -> None:
             name, paper = PAPER[stage]
             print(f"{'paper: ' + name:<44}" + "".join(f"{v:>17.4f}" for v in paper))
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "pooling": args.pooling,
-        "pretrain_epochs": args.pretrain_epochs,
-        "pretrain_batch_size": args.pretrain_batch_size,
-        "runs": results,
-    }
-    pretrain_metrics = args.work / "runs" / "pretrain" / "metrics.json"
-    if pretrain_metrics.exists():
-        summary["pretrain"] = json.loads(pretrain_metrics.read_text())
+    summary: dict = {"pooling": args.pooling, "runs": results}
+    pretrain_run = args.work / "runs" / "pretrain"
+    if any(run.endswith("-pt") for run in results):
+        # What the reused pre-training actually ran, which may predate this command's flags.
+        config = yaml.safe_load((pretrain_run / "config.yaml").read_text())
+        summary["pretrain"] = {
+            "epochs": config["epochs"],
+            "batch_size": config["batch_size"],
+            **json.loads((pretrain_run / "metrics.json").read_text()),
+        }
     args.output.write_text(json.dumps(summary, indent=2) + "\n")
     curves = {run: f"{run}-s{r['seeds'][0]}" for run, r in results.items()}
     plot = plot_validation(args.work / "runs", curves, args.output)
