@@ -1,7 +1,7 @@
 """The paper's Figure 3 on Scientific: UniSRec without each of its parts, full ranking.
 
     python benchmarks/bench_ablations.py [--seeds 2020] [--work benchmarks/work]
-        [--pretrain-epochs 2] [--pretrain-batch-size 2048] [--stage inductive]
+        [--pretrain-epochs 2] [--pretrain-batch-size 2048] [--stage transductive]
 
 Every variant pre-trains on Office2014 + Games with its own switches (same epochs and batch as
 bench_scientific.py), then fine-tunes on Scientific (parameter-efficient, `--init`). The full
@@ -17,6 +17,7 @@ import json
 import pathlib
 
 import numpy as np
+import yaml
 from bench_scientific import SHARED, dataset, pretrain, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -53,11 +54,11 @@ def main() -> None:
     parser.add_argument("--pooling", default="mean", choices=("cls", "mean"))
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--pretrain-batch-size", type=int, default=2048)
-    parser.add_argument("--stage", default="inductive", choices=("inductive", "transductive"))
+    parser.add_argument("--stage", default="transductive", choices=("inductive", "transductive"))
     args = parser.parse_args()
 
     scientific = dataset(args.work, "scientific", [SHARED / "Scientific"], args.pooling)
-    results = {}
+    results, pretraining = {}, {}
     for name, flags in VARIANTS.items():
         if flags is None:
             init, run = [], args.stage
@@ -72,6 +73,9 @@ def main() -> None:
                 flags,
             )
             init = ["--init", str(pretrained), *adaptor_flags(flags)]
+            # What the (possibly reused) pre-training actually ran, not this command's flags.
+            config = yaml.safe_load((pretrained / "config.yaml").read_text())
+            pretraining[name] = {"epochs": config["epochs"], "batch_size": config["batch_size"]}
             run = f"{args.stage}-pt" if not flags else f"ablation-{slug(name)}-{args.stage}"
         tests = []
         for seed in args.seeds:
@@ -86,8 +90,7 @@ def main() -> None:
     summary = {
         "stage": args.stage,
         "seeds": args.seeds,
-        "pretrain_epochs": args.pretrain_epochs,
-        "pretrain_batch_size": args.pretrain_batch_size,
+        "pretraining": pretraining,
         "results": results,
     }
     out.write_text(json.dumps(summary, indent=2) + "\n")
