@@ -6,8 +6,8 @@
 Every variant pre-trains on Office2014 + Games with its own switches (same epochs and batch as
 bench_scientific.py), then fine-tunes on Scientific (parameter-efficient, `--init`). The full
 model and "w/o pre-training" are bench_scientific.py's `{stage}-pt` and `{stage}` runs, shared
-with it. Finished runs are reused. Prints test NDCG@10 and Recall@10 per variant (mean over
-seeds), writes benchmarks/results/ablations.json and the bar chart ablations.png.
+with it. Finished runs are reused. Prints test NDCG@10 and Recall@10 per variant (mean ± std
+over the seeds), writes benchmarks/results/ablations.json and the bar chart ablations.png.
 """
 
 from __future__ import annotations
@@ -81,11 +81,16 @@ def main() -> None:
         for seed in args.seeds:
             tune = ["--data", scientific, "--stage", args.stage, "--seed", str(seed), *init]
             tests.append(train(args.work / "runs" / f"{run}-s{seed}", *tune)["test"])
-        results[name] = {k: round(float(np.mean([t[k] for t in tests])), 4) for k in METRICS}
+        values = np.array([[t[k] for k in METRICS] for t in tests])
+        results[name] = {
+            "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
+            "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
+        }
 
-    print(f"{'variant':<20}{'NDCG@10':>10}{'Recall@10':>11}")
+    print(f"{'variant':<20}" + "".join(f"{k:>17}" for k in METRICS))
     for name, r in results.items():
-        print(f"{name:<20}{r['ndcg@10']:>10.4f}{r['recall@10']:>11.4f}")
+        cells = "".join(f"{r['mean'][k]:>10.4f} ±{r['std'][k]:.4f}" for k in METRICS)
+        print(f"{name:<20}{cells}")
     out = REPO / "benchmarks" / "results" / "ablations.json"
     summary = {
         "stage": args.stage,
@@ -98,7 +103,7 @@ def main() -> None:
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
-def plot(results: dict[str, dict[str, float]], path: pathlib.Path) -> None:
+def plot(results: dict[str, dict[str, dict[str, float]]], path: pathlib.Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,9 +112,10 @@ def plot(results: dict[str, dict[str, float]], path: pathlib.Path) -> None:
     names = list(results)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric, label in zip(axes, METRICS, ("NDCG@10", "Recall@10"), strict=True):
-        values = [results[n][metric] for n in names]
+        values = [results[n]["mean"][metric] for n in names]
+        spread = [results[n]["std"][metric] for n in names]
         colors = ["#C44E52" if n == "UniSRec" else "#4C72B0" for n in names]
-        ax.bar(names, values, color=colors)
+        ax.bar(names, values, yerr=spread, capsize=3, color=colors)
         ax.set_ylim(min(values) * 0.9, max(values) * 1.04)
         ax.set(ylabel=f"test {label}", title=f"Scientific: {label}")
         ax.tick_params(axis="x", labelrotation=30)
