@@ -75,7 +75,12 @@ def main() -> None:
             init = ["--init", str(pretrained), *adaptor_flags(flags)]
             # What the (possibly reused) pre-training actually ran, not this command's flags.
             config = yaml.safe_load((pretrained / "config.yaml").read_text())
-            pretraining[name] = {"epochs": config["epochs"], "batch_size": config["batch_size"]}
+            seconds = json.loads((pretrained / "metrics.json").read_text())["seconds_per_epoch"]
+            pretraining[name] = {
+                "epochs": config["epochs"],
+                "batch_size": config["batch_size"],
+                "seconds_per_epoch": seconds,
+            }
             run = f"{args.stage}-pt" if not flags else f"ablation-{slug(name)}-{args.stage}"
         tests = []
         for seed in args.seeds:
@@ -115,7 +120,7 @@ def plot(results: dict[str, dict[str, dict[str, float]]], path: pathlib.Path) ->
         values = [results[n]["mean"][metric] for n in names]
         spread = [results[n]["std"][metric] for n in names]
         colors = ["#C44E52" if n == "UniSRec" else "#4C72B0" for n in names]
-        ax.bar(names, values, yerr=spread, capsize=3, color=colors)
+        ax.bar(names, values, yerr=spread if any(spread) else None, capsize=3, color=colors)
         ax.set_ylim(min(values) * 0.9, max(values) * 1.04)
         ax.set(ylabel=f"test {label}", title=f"Scientific: {label}")
         ax.tick_params(axis="x", labelrotation=30)
