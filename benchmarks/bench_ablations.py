@@ -17,8 +17,7 @@ import json
 import pathlib
 
 import numpy as np
-import yaml
-from bench_scientific import SHARED, dataset, pretrain, train
+from bench_scientific import SHARED, dataset, pretrain, pretrain_record, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 METRICS = ("ndcg@10", "recall@10")
@@ -73,14 +72,7 @@ def main() -> None:
                 flags,
             )
             init = ["--init", str(pretrained), *adaptor_flags(flags)]
-            # What the (possibly reused) pre-training actually ran, not this command's flags.
-            config = yaml.safe_load((pretrained / "config.yaml").read_text())
-            seconds = json.loads((pretrained / "metrics.json").read_text())["seconds_per_epoch"]
-            pretraining[name] = {
-                "epochs": config["epochs"],
-                "batch_size": config["batch_size"],
-                "seconds_per_epoch": seconds,
-            }
+            pretraining[name] = pretrain_record(pretrained)
             run = f"{args.stage}-pt" if not flags else f"ablation-{slug(name)}-{args.stage}"
         tests = []
         for seed in args.seeds:

@@ -71,6 +71,13 @@ def pretrain(
     return run
 
 
+def pretrain_record(run: pathlib.Path) -> dict:
+    """What a (possibly reused) pre-training actually ran, whatever this command's flags say."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {"epochs": config["epochs"], "batch_size": config["batch_size"], **metrics}
+
+
 def later(results: dict, run: str) -> list[str]:
     """The runs printed after `run`."""
     names = list(results)
@@ -145,15 +152,8 @@ def main() -> None:
             print(f"{'paper: ' + name:<44}" + "".join(f"{v:>17.4f}" for v in paper))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     summary: dict = {"pooling": args.pooling, "runs": results}
-    pretrain_run = args.work / "runs" / "pretrain"
     if any(run.endswith("-pt") for run in results):
-        # What the reused pre-training actually ran, which may predate this command's flags.
-        config = yaml.safe_load((pretrain_run / "config.yaml").read_text())
-        summary["pretrain"] = {
-            "epochs": config["epochs"],
-            "batch_size": config["batch_size"],
-            **json.loads((pretrain_run / "metrics.json").read_text()),
-        }
+        summary["pretrain"] = pretrain_record(args.work / "runs" / "pretrain")
     args.output.write_text(json.dumps(summary, indent=2) + "\n")
     curves = {run: f"{run}-s{r['seeds'][0]}" for run, r in results.items()}
     plot = plot_validation(args.work / "runs", curves, args.output)
