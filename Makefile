@@ -1,10 +1,11 @@
-# Two entry points: `make run` (install + main job) and `make test` (install + tests).
+# Two entry points: `make run` (install + main job) and `make test` (install + fast tests);
+# `make test-all` adds the slow end-to-end tests (CI runs it).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench
+.PHONY: install run test test-all lint
 
 install: $(STAMP)
 
@@ -20,6 +21,10 @@ run: install
 	$(PY) -m tf_unisrec.train
 
 test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 

@@ -30,20 +30,10 @@ VARIANTS: dict[str, tuple[str, ...] | None] = {
     "w/o L_SI": ("--seq-item-weight", "0"),
     "w/o pre-training": None,
 }
-ADAPTOR_FLAGS = ("--whitening", "--num-experts", "--gating")
 
 
 def slug(name: str) -> str:
     return name.lower().replace("w/o ", "no-").replace(" ", "-").replace("_", "")
-
-
-def adaptor_flags(flags: tuple[str, ...]) -> list[str]:
-    """The switches that change the fine-tuned model's shape, which fine-tuning must repeat."""
-    return [
-        f
-        for i, f in enumerate(flags)
-        if f in ADAPTOR_FLAGS or (i and flags[i - 1] in ADAPTOR_FLAGS)
-    ]
 
 
 def main() -> None:
@@ -71,7 +61,7 @@ def main() -> None:
                 pretrain_name,
                 flags,
             )
-            init = ["--init", str(pretrained), *adaptor_flags(flags)]
+            init = ["--init", str(pretrained)]  # the variant's adaptor comes with it
             pretraining[name] = pretrain_record(pretrained)
             run = f"{args.stage}-pt" if not flags else f"ablation-{slug(name)}-{args.stage}"
         tests = []

@@ -22,9 +22,12 @@ import subprocess
 import sys
 
 import numpy as np
-import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tf_unisrec.run_dir import RunDir  # noqa: E402
+
 SHARED = REPO.parent / "shared" / "data"
 METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
 PAPER = {
@@ -50,9 +53,10 @@ def dataset(work: pathlib.Path, name: str, inputs: list[pathlib.Path], pooling: 
 
 
 def train(run_dir: pathlib.Path, *flags: str) -> dict:
-    if not (run_dir / "metrics.json").exists():
+    run = RunDir(run_dir)
+    if not run.has_metrics():
         python("-m", "tf_unisrec.train", "--output", str(run_dir), *flags)
-    return json.loads((run_dir / "metrics.json").read_text())
+    return run.read_metrics()
 
 
 def pretrain(
@@ -73,9 +77,8 @@ def pretrain(
 
 def pretrain_record(run: pathlib.Path) -> dict:
     """What a (possibly reused) pre-training actually ran, whatever this command's flags say."""
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    metrics = json.loads((run / "metrics.json").read_text())
-    return {"epochs": config["epochs"], "batch_size": config["batch_size"], **metrics}
+    config = RunDir(run).read_config()
+    return {"epochs": config.epochs, "batch_size": config.batch_size, **RunDir(run).read_metrics()}
 
 
 def later(results: dict, run: str) -> list[str]:
@@ -113,8 +116,8 @@ def main() -> None:
         for run in args.runs:
             run_dir = args.work / "runs" / f"{run}-s{seed}"
             if args.report:
-                if (run_dir / "metrics.json").exists():
-                    finished[run, seed] = json.loads((run_dir / "metrics.json").read_text())
+                if RunDir(run_dir).has_metrics():
+                    finished[run, seed] = RunDir(run_dir).read_metrics()
                 continue
             flags = ["--data", scientific, "--stage", run.removesuffix("-pt"), "--seed", str(seed)]
             if run.endswith("-pt"):
@@ -171,7 +174,7 @@ def plot_validation(
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, run_dir in curves.items():
-        history = json.loads((runs_dir / run_dir / "history.json").read_text())
+        history = RunDir(runs_dir / run_dir).read_history()
         ax.plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], label=label)
     ax.set(xlabel="epoch", ylabel="validation NDCG@10", title="Scientific, full ranking")
     ax.grid(alpha=0.3)

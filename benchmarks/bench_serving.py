@@ -1,30 +1,27 @@
 """gRPC serving benchmark: real requests to ``python -m export.serve``.
 
-Starts the local model server on a SavedModel base path (or uses ``--server``), sends
+Starts the local model server on the base path of a UniSRec export (or uses ``--server``), sends
 ``serving_default`` requests built from real histories at concurrency 1 and 8, and times
 ``encode_items`` on real item texts. Prints a table and writes ``benchmarks/results/serving.json``.
 
 Histories and texts come from one of:
 
-* ``--data DIR``: a dataset directory written by ``data_pipeline.build`` (``items.tsv`` and
-  ``<split>-*.tfrecord`` with an int64 ``history`` feature), or a RecBole atomic folder such as
+* ``--data DIR``: a dataset folder written by ``data_pipeline.build`` (``manifest.json``,
+  ``items.tsv`` and the split's TFRecord shards), or a RecBole atomic folder such as
   ``../shared/data/Scientific`` (``*.item2index``, ``*.<split>.inter``, ``*.text``);
 * ``--histories FILE``: one history per line, item IDs separated by whitespace
-  (``--texts FILE``: one item text per line, for ``encode_items``);
-* ``--toy``: the toy SavedModel from ``export.testing`` with random histories.
+  (``--texts FILE``: one item text per line, for ``encode_items``).
 
 Example::
 
-    python benchmarks/bench_serving.py --model_base_path runs/sci/export --model_name unisrec \\
-        --data ../shared/data/Scientific
-    python benchmarks/bench_serving.py --toy
+    python benchmarks/bench_serving.py --model_base_path runs/sci/serving/unisrec \\
+        --model_name unisrec --data ../shared/data/Scientific
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 import glob
 import json
 import os
@@ -46,41 +43,33 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from data_pipeline.dataset import MANIFEST, DatasetDir  # noqa: E402
 from export.client import ServingClient, string_matrix, string_vector  # noqa: E402
-from export.testing import (  # noqa: E402
-    TOY_ITEM_IDS,
-    TOY_ITEM_TEXTS,
-    ModelServerProcess,
-    write_toy_saved_model,
+from export.contract import (  # noqa: E402
+    DEFAULT_K,
+    ENCODE_ITEMS,
+    HISTORY,
+    SERVING_DEFAULT,
+    TEXTS,
+    TOP_K,
 )
+from export.server_process import ModelServerProcess  # noqa: E402
 
 TARGET_P50_MS_C1 = 10.0
 TARGET_RPS_C8 = 300.0
 
 
-def _read_tsv(path: str) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-
-
 def load_pipeline_dataset(data_dir: str, split: str) -> tuple[list[list[str]], list[str]]:
-    """Histories (item ID strings) and item texts from a ``data_pipeline.build`` directory."""
-    rows = _read_tsv(os.path.join(data_dir, "items.tsv"))
-    ids = [""] * (max(int(r["index"]) for r in rows) + 1)
-    texts = []
-    for row in rows:
-        ids[int(row["index"])] = row["item_id"]
-        if row["item_id"] and row.get("text"):
-            texts.append(row["text"])
-    files = sorted(glob.glob(os.path.join(data_dir, f"{split}-*.tfrecord")))
-    if not files:
-        raise FileNotFoundError(f"no {split}-*.tfrecord in {data_dir}")
+    """Histories (item ID strings) and item texts from a ``data_pipeline.build`` folder."""
+    dataset = DatasetDir.open(data_dir)
+    ids = dataset.item_ids
+    texts = [str(t) for t in dataset.texts[1:] if t]
     feature = {"history": tf.io.VarLenFeature(tf.int64)}
     histories = []
-    for record in tf.data.TFRecordDataset(files):
+    for record in tf.data.TFRecordDataset(dataset.split_files(split)):
         parsed = tf.io.parse_single_example(record, feature)
         indices = tf.sparse.to_dense(parsed["history"]).numpy()
-        histories.append([ids[i] for i in indices if i > 0])
+        histories.append([str(ids[i]) for i in indices if i > 0])
     return histories, texts
 
 
@@ -115,13 +104,6 @@ def load_recbole_dataset(data_dir: str, split: str) -> tuple[list[list[str]], li
 
 def load_histories(args: argparse.Namespace) -> tuple[list[list[str]], list[str], str]:
     """(histories, item texts, description of the source)."""
-    if args.toy:
-        rng = random.Random(args.seed)
-        histories = [
-            rng.sample(TOY_ITEM_IDS, rng.randint(1, len(TOY_ITEM_IDS) // 2))
-            for _ in range(args.requests)
-        ]
-        return histories, list(TOY_ITEM_TEXTS), "toy model, random histories"
     if args.histories:
         with open(args.histories, encoding="utf-8") as f:
             histories = [line.split() for line in f if line.strip()]
@@ -130,7 +112,7 @@ def load_histories(args: argparse.Namespace) -> tuple[list[list[str]], list[str]
             with open(args.texts, encoding="utf-8") as f:
                 texts = [line.rstrip("\n") for line in f if line.strip()]
         return histories, texts, f"histories file {args.histories}"
-    if os.path.exists(os.path.join(args.data, "items.tsv")):
+    if os.path.exists(os.path.join(args.data, MANIFEST)):
         histories, texts = load_pipeline_dataset(args.data, args.split)
     else:
         histories, texts = load_recbole_dataset(args.data, args.split)
@@ -192,8 +174,12 @@ def bench_encode_items(
     rng = random.Random(0)
     requests = [
         client.predict_request(
-            {"texts": tf.make_tensor_proto(string_vector(rng.sample(list(texts), batch_size)))},
-            "encode_items",
+            {
+                TEXTS.alias: tf.make_tensor_proto(
+                    string_vector(rng.sample(list(texts), batch_size)), TEXTS.dtype
+                )
+            },
+            ENCODE_ITEMS,
         )
         for _ in range(min(rounds, 20))
     ]
@@ -217,7 +203,6 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model_base_path", help="SavedModel base path (integer versions)")
-    source.add_argument("--toy", action="store_true", help="benchmark the toy model")
     source.add_argument("--server", help="use a running server at host:port")
     parser.add_argument("--model_name", default="unisrec")
     parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "data" / "Scientific"))
@@ -226,15 +211,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--texts", help="file: one item text per line (for encode_items)")
     parser.add_argument("--requests", type=int, default=1000, help="requests per concurrency")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--k", type=int, default=DEFAULT_K)
     parser.add_argument("--max_len", type=int, default=50, help="keep the last N history items")
     parser.add_argument("--encode_batch_sizes", type=int, nargs="*", default=[1, 32])
     parser.add_argument("--encode_rounds", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--output",
-        default=None,
-        help="JSON path (default benchmarks/results/serving.json, serving_toy.json with --toy)",
+        default=str(REPO_ROOT / "benchmarks" / "results" / "serving.json"),
+        help="JSON path",
     )
     return parser
 
@@ -251,11 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     process = None
     workdir = tempfile.mkdtemp(prefix="bench_serving-")
-    model_name = "toy" if args.toy else args.model_name
+    model_name = args.model_name
     base_path = args.model_base_path
-    if args.toy:
-        base_path = os.path.join(workdir, "toy")
-        write_toy_saved_model(base_path, 1)
     if args.server:
         address = args.server
     else:
@@ -263,16 +245,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "export.serve", base_path, model_name, os.path.join(workdir, "server.log")
         ).start(timeout=600)
         address = process.address
-    k = min(args.k, len(TOY_ITEM_IDS)) if args.toy else args.k
+    k = args.k
     try:
         with ServingClient(address, model_name, timeout=60.0) as client:
             version = client.status()
             requests = [
                 client.predict_request(
                     {
-                        "history": tf.make_tensor_proto(string_matrix([h])),
-                        "k": tf.make_tensor_proto(k, dtype=tf.int32),
-                    }
+                        HISTORY.alias: tf.make_tensor_proto(string_matrix([h]), HISTORY.dtype),
+                        TOP_K.alias: tf.make_tensor_proto(k, TOP_K.dtype),
+                    },
+                    SERVING_DEFAULT,
                 )
                 for h in histories[: args.requests]
             ]
@@ -280,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loads = [run_load(client, requests, c, args.requests) for c in args.concurrency]
             signatures = sorted(client.metadata())
             encodes = []
-            if texts and "encode_items" in signatures:
+            if texts and ENCODE_ITEMS in signatures:
                 encodes = [
                     bench_encode_items(client, texts, b, args.encode_rounds)
                     for b in args.encode_batch_sizes
@@ -321,7 +304,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model_name": model_name,
         "model_base_path": base_path,
         "model_status": version,
-        "toy_model": bool(args.toy),
         "signatures": signatures,
         "source": source,
         "histories": len(histories),
@@ -337,9 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": targets,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    output = args.output or str(
-        REPO_ROOT / "benchmarks" / "results" / ("serving_toy.json" if args.toy else "serving.json")
-    )
+    output = args.output
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)

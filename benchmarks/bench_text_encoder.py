@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from data_pipeline.encode_text import encode_texts  # noqa: E402
-from tf_unisrec.text import TextEncoder  # noqa: E402
+from data_pipeline.text.encoder import TextEncoder  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "text_encoder.json"

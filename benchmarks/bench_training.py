@@ -25,22 +25,26 @@ sys.path.insert(0, str(REPO))
 
 import tf_unisrec  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from tf_unisrec.config import TrainConfig  # noqa: E402
-from tf_unisrec.evaluate import evaluate  # noqa: E402
-from tf_unisrec.train import GracefulStop, Trainer, make_strategy  # noqa: E402
+from tf_unisrec.train import Trainer, make_strategy, make_train_step  # noqa: E402
 
 OFFICIAL = {"seconds_per_epoch": 632.0, "examples_per_second": 54.0, "eval_seconds": 36.0}
 
 
 def timed_steps(trainer: Trainer, steps: int) -> float:
-    """Examples per second over `steps` steps, after one untimed warm-up epoch of `steps`."""
-    trainer.config.steps_per_epoch = steps
-    trainer._train_step = None
-    with GracefulStop() as stop:
-        trainer.run_epoch(stop)
-        trainer.step.assign(0)
-        _, examples, seconds = trainer.run_epoch(stop)
-        trainer.step.assign(0)
-    return examples / seconds
+    """Examples per second over `steps` training steps, after `steps` untimed warm-up steps.
+
+    The step is made afresh, so it is traced for the model's current encoding mode.
+    """
+    strategy = trainer.strategy
+    batches = strategy.experimental_distribute_dataset(trainer.train_dataset(0).take(steps))
+    step = make_train_step(trainer.model, trainer.optimizer, strategy, batches.element_spec)
+    for batch in batches:
+        step(batch)
+    examples, start = 0, time.perf_counter()
+    for batch in batches:
+        float(step(batch))
+        examples += trainer.local_batch_size(batch)
+    return examples / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -69,14 +73,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(data=str(data), stage="transductive", output=tmp)
         trainer = Trainer(config, make_strategy(config), resume=False)
-        train_rows = trainer.info.manifest["splits"]["train"]
+        train_rows = trainer.dataset.split_rows("train")
         bucketed = timed_steps(trainer, args.steps)
         trainer.model.bucket_by_length = False
         padded = timed_steps(trainer, max(2, args.steps // 4))
         trainer.model.bucket_by_length = True
-        evaluate(trainer.model, trainer.info, "valid")
+        trainer.evaluator("valid")
         start = time.perf_counter()
-        evaluate(trainer.model, trainer.info, "valid")
+        trainer.evaluator("valid")
         eval_seconds = time.perf_counter() - start
 
     rows = [

@@ -13,40 +13,26 @@ renamed into place).
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
-import os
 import pathlib
-import shutil
 import sys
-import tempfile
 import time
 
+from data_pipeline import dataset
+from data_pipeline.dataset import FORMAT_VERSION, MANIFEST, RECORD_SCHEMA, SPLITS
+from data_pipeline.encode_text import add_encoder_arguments, encode_from_args
 from data_pipeline.errors import DataError
-from data_pipeline.preprocess import Example, merge, prepare
+from data_pipeline.fileio import sha256_file, staged_directory
+from data_pipeline.preprocess import merge, prepare
 from data_pipeline.sources import FORMATS, SourceData, read_source
-from data_pipeline.sources.base import SPLITS
 from data_pipeline.sources.log import LogColumns
-from data_pipeline.sources.movielens import sha256_file
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-ITEMS = "items.tsv"
-SCHEMA = {
-    "history": {
-        "dtype": "int64",
-        "shape": [None],
-        "doc": "item indices, oldest first, last max_seq_len",
-    },
-    "target": {"dtype": "int64", "shape": [1], "doc": "item index to predict"},
-    "user": {
-        "dtype": "int64",
-        "shape": [1],
-        "doc": "user index (0-based, disjoint ranges per domain)",
-    },
-    "domain": {"dtype": "int64", "shape": [1], "doc": "domain id (0-based)"},
-}
+# The paper's preprocessing: 5-core, histories of the last 50 items.
+MIN_USER = 5
+MIN_ITEM = 5
+MAX_LEN = 50
+SHARDS = 4
 
 
 def _fingerprint(sources: list[SourceData], options: dict) -> tuple[str, list[list[dict]]]:
@@ -60,89 +46,16 @@ def _fingerprint(sources: list[SourceData], options: dict) -> tuple[str, list[li
 def _current(output: pathlib.Path, fingerprint: str) -> dict | None:
     """The manifest at `output` if it was built from the same inputs and its files are intact."""
     try:
-        manifest = json.loads((output / MANIFEST).read_text())
-    except (OSError, ValueError):
+        manifest = dataset.read_manifest(output)
+    except DataError:
         return None
     if manifest.get("fingerprint") != fingerprint:
         return None
-    entries = [e for split in SPLITS for e in manifest["files"][split]] + [manifest["item_table"]]
-    for entry in entries:
+    for entry in dataset.listed_files(manifest):
         path = output / entry["path"]
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
             return None
     return manifest
-
-
-@functools.cache
-def _example_template() -> tuple[object, tuple]:
-    """One reusable tf.train.Example (filling it is several times faster than building one)."""
-    import tensorflow as tf
-
-    example = tf.train.Example()
-    feature = example.features.feature
-    return example, tuple(feature[key].int64_list.value for key in SCHEMA)
-
-
-def _serialize(history: list[int], target: int, user: int, domain: int) -> bytes:
-    example, (history_values, target_values, user_values, domain_values) = _example_template()
-    history_values[:] = history
-    target_values[:] = [target]
-    user_values[:] = [user]
-    domain_values[:] = [domain]
-    return example.SerializeToString(deterministic=True)
-
-
-def _write_split(
-    folder: pathlib.Path, split: str, examples: list[Example], shards: int
-) -> list[dict]:
-    """Round-robin shards, so every shard mixes domains and users."""
-    import tensorflow as tf
-
-    count = max(1, min(shards, len(examples)))
-    entries = []
-    for shard in range(count):
-        path = folder / f"{split}-{shard:05d}-of-{count:05d}.tfrecord"
-        rows = examples[shard::count]
-        with tf.io.TFRecordWriter(str(path)) as writer:
-            for example in rows:
-                writer.write(_serialize(*example))
-        entries.append({"path": path.name, "rows": len(rows), "sha256": sha256_file(path)})
-    return entries
-
-
-def _write_items(path: pathlib.Path, rows: list[tuple[int, str, str]]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        f.write("index\tdomain\titem_id\ttext\n")
-        f.write("0\t-1\t\t\n")
-        for index, (domain, item_id, text) in enumerate(rows, 1):
-            f.write(f"{index}\t{domain}\t{' '.join(item_id.split())}\t{' '.join(text.split())}\n")
-
-
-def _fsync_dir(folder: pathlib.Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fsync_tree(folder: pathlib.Path) -> None:
-    for path in folder.iterdir():
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
-    _fsync_dir(folder)
-
-
-def _replace(staging: pathlib.Path, output: pathlib.Path) -> None:
-    """Renames `staging` to `output`; an old output is moved aside first and removed after."""
-    old = None
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        output.rename(old)
-    staging.rename(output)
-    _fsync_dir(output.parent)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def build(
@@ -150,10 +63,10 @@ def build(
     output: pathlib.Path,
     *,
     fmt: str = "auto",
-    min_user: int = 5,
-    min_item: int = 5,
-    max_len: int = 50,
-    shards: int = 4,
+    min_user: int = MIN_USER,
+    min_item: int = MIN_ITEM,
+    max_len: int = MAX_LEN,
+    shards: int = SHARDS,
     name: str | None = None,
     columns: LogColumns | None = None,
 ) -> tuple[dict, bool]:
@@ -217,13 +130,12 @@ def build(
     interactions = sum(e["interactions"] for e in entries)
     words = sum(len(text.split()) for _, _, text in items)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for stale in output.parent.glob(f".{output.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
-        files = {split: _write_split(staging, split, examples[split], shards) for split in SPLITS}
-        _write_items(staging / ITEMS, items)
+    with staged_directory(output, replace=True) as staging:
+        files = {
+            split: dataset.write_split(staging, split, examples[split], shards) for split in SPLITS
+        }
+        item_table = staging / dataset.ITEM_TABLE
+        dataset.write_item_table(item_table, items)
         manifest = {
             "format_version": FORMAT_VERSION,
             "name": name,
@@ -238,19 +150,12 @@ def build(
             "avg_text_words": words / max(len(items), 1),
             "items_without_text": sum(1 for _, _, text in items if not text),
             "max_seq_len": max_len,
-            "schema": SCHEMA,
+            "schema": RECORD_SCHEMA,
             "files": files,
-            "item_table": {"path": ITEMS, "sha256": sha256_file(staging / ITEMS)},
+            "item_table": {"path": item_table.name, "sha256": sha256_file(item_table)},
         }
-        _fsync_tree(staging)
         # The manifest is written last: a folder without one is never trusted.
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _fsync_tree(staging)
-        os.chmod(staging, 0o755)
-        _replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        dataset.write_manifest(staging, manifest)
     return manifest, True
 
 
@@ -312,18 +217,29 @@ def _parser() -> argparse.ArgumentParser:
         "--output", required=True, type=pathlib.Path, help="dataset folder to write"
     )
     parser.add_argument(
-        "--format", default="auto", choices=FORMATS, help="input format (default: auto)"
+        "--format", default="auto", choices=FORMATS, help="input format (default: detected)"
     )
     parser.add_argument(
-        "--min-user", type=int, default=5, help="k-core: min interactions per user (0: off)"
+        "--min-user",
+        type=int,
+        default=MIN_USER,
+        help=f"k-core: min interactions per user, 0 for none (default: {MIN_USER})",
     )
     parser.add_argument(
-        "--min-item", type=int, default=5, help="k-core: min interactions per item (0: off)"
+        "--min-item",
+        type=int,
+        default=MIN_ITEM,
+        help=f"k-core: min interactions per item, 0 for none (default: {MIN_ITEM})",
     )
     parser.add_argument(
-        "--max-len", type=int, default=50, help="keep the last N items of each history"
+        "--max-len",
+        type=int,
+        default=MAX_LEN,
+        help=f"keep the last N items of each history (default: {MAX_LEN})",
     )
-    parser.add_argument("--shards", type=int, default=4, help="TFRecord files per split")
+    parser.add_argument(
+        "--shards", type=int, default=SHARDS, help=f"TFRecord files per split (default: {SHARDS})"
+    )
     parser.add_argument("--name", help="dataset name (default: the domain names joined by '+')")
     parser.add_argument("--user-col", help="log user column (default: auto)")
     parser.add_argument("--item-col", help="log item column (default: auto)")
@@ -337,9 +253,7 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="also encode item texts with the text encoder (default: yes)",
     )
-    parser.add_argument("--encoder", help="Transformers-format BERT folder (default: MiniLM)")
-    parser.add_argument("--pooling", default="cls", choices=("cls", "mean"))
-    parser.add_argument("--text-max-length", type=int, default=512, help="tokens per text")
+    add_encoder_arguments(parser, "--text-max-length")
     return parser
 
 
@@ -371,15 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     state = "written" if written else "up to date, nothing written"
     print(f"{args.output}: {state} ({time.perf_counter() - start:.1f} s)")
     if args.text_features:
-        from data_pipeline.encode_text import encode_dataset
-
         try:
-            meta = encode_dataset(
-                args.output,
-                encoder_path=args.encoder,
-                pooling=args.pooling,
-                max_length=args.text_max_length,
-            )
+            meta = encode_from_args(args, args.output)
         except (DataError, FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -17,55 +17,29 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import pathlib
-import tempfile
+import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
+from data_pipeline.dataset import DatasetDir
 from data_pipeline.errors import DataError
-from tf_unisrec.text.encoder import (
-    POOLINGS,
-    TextEncoder,
-    check_bert_folder,
-    default_encoder_path,
-    file_sha256,
-)
+from data_pipeline.fileio import sha256_file
+from data_pipeline.text.bert_folder import POOLINGS, check_bert_folder, default_encoder_path
+
+if TYPE_CHECKING:
+    from data_pipeline.text.encoder import TextEncoder
 
 logger = logging.getLogger(__name__)
 
-FEATURES_FILE = "text_features.npy"
-WORD_DROP_FILE = "text_features_word_drop.npy"
+DEFAULT_POOLING = "cls"
+DEFAULT_MAX_LENGTH = 512
 WORD_DROP_RATIO = 0.15
 WORD_DROP_SEED = 2022
 _TOKENIZE_CHUNK = 1024
-
-
-def read_item_texts(data_dir: str | pathlib.Path) -> list[str]:
-    """Reads the item texts of a dataset folder's `items.tsv`.
-
-    Args:
-      data_dir: the dataset folder.
-
-    Returns:
-      The texts by item index, `[0]` being the padding row's empty text.
-    """
-    path = pathlib.Path(data_dir) / "items.tsv"
-    lines = path.read_text(encoding="utf-8").split("\n")
-    if lines[0].split("\t") != ["index", "domain", "item_id", "text"]:
-        raise DataError("expected the header index, domain, item_id, text", path, 1)
-    texts = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line:
-            continue
-        fields = line.split("\t", 3)
-        if len(fields) != 4 or fields[0] != str(len(texts)):
-            raise DataError(f"expected row {len(texts)} with 4 tab-separated fields", path, number)
-        texts.append(fields[3])
-    return texts
 
 
 def drop_words(texts: Sequence[str], ratio: float, seed: int) -> list[str]:
@@ -99,7 +73,7 @@ def encode_texts(encoder, texts: Sequence[str], *, batch_size: int = 64, progres
     own longest text.
 
     Args:
-      encoder: a `tf_unisrec.text.TextEncoder`.
+      encoder: a `data_pipeline.text.TextEncoder`.
       texts: the texts.
       batch_size: texts per forward pass.
       progress: show a tqdm progress bar.
@@ -107,6 +81,8 @@ def encode_texts(encoder, texts: Sequence[str], *, batch_size: int = 64, progres
     Returns:
       float32 np.ndarray [len(texts), encoder.dim], in the order of `texts`.
     """
+    import tensorflow as tf
+
     token_ids = []
     for start in range(0, len(texts), _TOKENIZE_CHUNK):
         chunk = tf.constant(list(texts[start : start + _TOKENIZE_CHUNK]), tf.string)
@@ -127,134 +103,126 @@ def encode_texts(encoder, texts: Sequence[str], *, batch_size: int = 64, progres
     return vectors
 
 
-def _write_atomic(path: pathlib.Path, write) -> None:
-    """Writes `path` through a temporary file in the same folder and `os.replace`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the data folder is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _save_matrix(path: pathlib.Path, matrix: np.ndarray) -> str:
-    """Saves a .npy atomically and returns the sha256 of the file."""
-    _write_atomic(path, lambda f: np.save(f, matrix))
-    return file_sha256(path)
-
-
-def _reusable(entry: dict | None, wanted: dict, data_dir: pathlib.Path) -> bool:
-    """Whether an existing manifest entry was made from the same texts and encoder."""
-    if not entry or any(entry.get(key) != value for key, value in wanted.items()):
-        return False
-    for file_key, digest_key in (("path", "sha256"), ("word_drop_path", "word_drop_sha256")):
-        path = data_dir / entry.get(file_key, "")
-        if not path.is_file() or file_sha256(path) != entry.get(digest_key):
-            return False
-    return True
-
-
 def encode_dataset(
     data_dir: str | pathlib.Path,
     *,
     encoder_path: str | pathlib.Path | None = None,
-    pooling: str = "cls",
-    max_length: int = 512,
+    pooling: str = DEFAULT_POOLING,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    word_drop_ratio: float = WORD_DROP_RATIO,
     batch_size: int = 64,
     progress: bool = True,
+    encoder: TextEncoder | None = None,
 ) -> dict:
     """Computes (or reuses) the item text features of a built dataset.
 
     Args:
       data_dir: the dataset folder (`items.tsv`, `manifest.json`).
       encoder_path: a Transformers-format BERT folder; `None` for the packaged all-MiniLM-L6-v2.
-      pooling: `"cls"` or `"mean"` (see `tf_unisrec.text.TextEncoder`).
+      pooling: `"cls"` or `"mean"` (see `data_pipeline.text.TextEncoder`).
       max_length: the most tokens per text, `[CLS]` and `[SEP]` included.
+      word_drop_ratio: the share of words removed from each text for the word-drop variant.
       batch_size: texts per forward pass.
       progress: show a progress bar.
+      encoder: an already loaded `TextEncoder`, used instead of `encoder_path`, `pooling` and
+        `max_length`.
 
     Returns:
       The manifest's `"text_features"` entry.
     """
+    if encoder is not None:
+        encoder_path, pooling, max_length = encoder.path, encoder.pooling, encoder.max_length
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    data_dir = pathlib.Path(data_dir)
-    manifest_path = data_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    texts = read_item_texts(data_dir)
-    if len(texts) != int(manifest["items"]) + 1:
-        raise DataError(
-            f"{len(texts)} rows, but manifest.json lists {manifest['items']} items + padding",
-            data_dir / "items.tsv",
-        )
+    if not 0.0 <= word_drop_ratio < 1.0:
+        raise ValueError(f"word drop ratio must be in [0, 1), got {word_drop_ratio}")
+    dataset = DatasetDir.open(data_dir)
+    texts = [str(t) for t in dataset.texts]
     folder = check_bert_folder(default_encoder_path() if encoder_path is None else encoder_path)
     wanted = {
         "pooling": pooling,
         "max_length": max_length,
-        "weights_sha256": file_sha256(folder / "model.safetensors"),
+        "weights_sha256": sha256_file(folder / "model.safetensors"),
         "texts_sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
-        "word_drop_ratio": WORD_DROP_RATIO,
+        "word_drop_ratio": word_drop_ratio,
         "seed": WORD_DROP_SEED,
     }
-    existing = manifest.get("text_features")
-    if _reusable(existing, wanted, data_dir):
-        logger.info("text features in %s are up to date; reusing them", data_dir)
-        return existing
+    if dataset.text_features_current(wanted):
+        logger.info("text features in %s are up to date; reusing them", dataset.path)
+        return dataset.text_features_meta
 
-    encoder = TextEncoder(encoder_path, pooling=pooling, max_length=max_length)
-    entry = {
-        "encoder": encoder.name,
-        "encoder_path": str(encoder.path),
-        "dim": encoder.dim,
-        **wanted,
-        "path": FEATURES_FILE,
-        "word_drop_path": WORD_DROP_FILE,
+    if encoder is None:
+        from data_pipeline.text.encoder import TextEncoder
+
+        encoder = TextEncoder(encoder_path, pooling=pooling, max_length=max_length)
+    variants = {
+        "default": texts[1:],
+        "word_drop": drop_words(texts[1:], word_drop_ratio, WORD_DROP_SEED),
     }
-    for key, file, variant in (
-        ("sha256", FEATURES_FILE, texts[1:]),
-        (
-            "word_drop_sha256",
-            WORD_DROP_FILE,
-            drop_words(texts[1:], WORD_DROP_RATIO, WORD_DROP_SEED),
-        ),
-    ):
-        logger.info("encoding %d item texts for %s", len(variant), file)
+    matrices = {}
+    for variant, variant_texts in variants.items():
+        logger.info("encoding %d item texts (%s)", len(variant_texts), variant)
         matrix = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-        matrix[1:] = encode_texts(encoder, variant, batch_size=batch_size, progress=progress)
-        entry[key] = _save_matrix(data_dir / file, matrix)
-
-    # Re-read so that concurrent edits to other keys are kept.
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest["text_features"] = entry
-    payload = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    _write_atomic(manifest_path, lambda f: f.write(payload))
-    return entry
+        matrix[1:] = encode_texts(encoder, variant_texts, batch_size=batch_size, progress=progress)
+        matrices[variant] = matrix
+    meta = {"encoder": encoder.name, "encoder_path": str(encoder.path), "dim": encoder.dim}
+    return dataset.write_text_features({**meta, **wanted}, matrices)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="built dataset folder")
+def add_encoder_arguments(parser: argparse.ArgumentParser, max_length_flag: str) -> None:
+    """The text-encoder flags shared by `encode_text` and `build`."""
     parser.add_argument(
         "--encoder", default=None, help="Transformers-format BERT folder (default: MiniLM)"
     )
-    parser.add_argument("--pooling", choices=POOLINGS, default="cls")
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    entry = encode_dataset(
-        args.data,
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=DEFAULT_POOLING,
+        help="cls: the [CLS] vector, as the paper; mean: the mean of the token vectors",
+    )
+    parser.add_argument(
+        max_length_flag,
+        dest="text_max_length",
+        type=int,
+        default=DEFAULT_MAX_LENGTH,
+        help="most tokens per text, [CLS] and [SEP] included",
+    )
+    parser.add_argument(
+        "--word-drop-ratio",
+        type=float,
+        default=WORD_DROP_RATIO,
+        help="share of words removed from each text for the word-drop augmentation",
+    )
+
+
+def encode_from_args(args: argparse.Namespace, data_dir: str | pathlib.Path, **kwargs) -> dict:
+    """`encode_dataset` with the flags of `add_encoder_arguments`."""
+    return encode_dataset(
+        data_dir,
         encoder_path=args.encoder,
         pooling=args.pooling,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
+        max_length=args.text_max_length,
+        word_drop_ratio=args.word_drop_ratio,
+        **kwargs,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="built dataset folder")
+    add_encoder_arguments(parser, "--max-length")
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        entry = encode_from_args(args, args.data, batch_size=args.batch_size)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(entry, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from data_pipeline.sources.base import SPLITS, SourceData
+from data_pipeline.dataset import SPLITS, Example
+from data_pipeline.sources.base import SourceData
 
 # Leave-one-out needs a valid and a test target, each after a non-empty history.
 MIN_SEQUENCE = 3
-Example = tuple[list[int], int, int, int]  # (history, target, user, domain), global indices
 
 
 @dataclasses.dataclass

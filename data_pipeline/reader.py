@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 
 import tensorflow as tf
 
-from data_pipeline.dataset import load_dataset
+from data_pipeline.dataset import DatasetDir, parse_spec
 
-FEATURES = {
-    "history": tf.io.RaggedFeature(tf.int64),
-    "target": tf.io.FixedLenFeature([], tf.int64),
-    "user": tf.io.FixedLenFeature([], tf.int64),
-    "domain": tf.io.FixedLenFeature([], tf.int64),
-}
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """UniSRec's sequence-sequence view (see `augment_batch`).
+
+    Attributes:
+        item_drop_ratio: probability that an item is dropped from the view.
+        item_drop_prob: probability that a batch uses item drop rather than word drop.
+    """
+
+    item_drop_ratio: float
+    item_drop_prob: float
 
 
 def parse_batch(serialized: tf.Tensor, max_len: int) -> dict[str, tf.Tensor]:
@@ -24,7 +31,7 @@ def parse_batch(serialized: tf.Tensor, max_len: int) -> dict[str, tf.Tensor]:
         history int32 [B, T] right-padded with 0 (T = longest history in the batch), length,
         target, user, domain int32 [B].
     """
-    parsed = tf.io.parse_example(serialized, FEATURES)
+    parsed = tf.io.parse_example(serialized, parse_spec())
     history = tf.cast(parsed["history"][:, -max_len:], tf.int32)
     return {
         "history": history.to_tensor(0),
@@ -36,15 +43,12 @@ def parse_batch(serialized: tf.Tensor, max_len: int) -> dict[str, tf.Tensor]:
 
 
 def augment_batch(
-    batch: dict[str, tf.Tensor],
-    seed: tf.Tensor,
-    item_drop_ratio: float = 0.2,
-    item_drop_prob: float = 0.9,
+    batch: dict[str, tf.Tensor], seed: tf.Tensor, augmentation: Augmentation
 ) -> dict[str, tf.Tensor]:
     """UniSRec's sequence-sequence view (the official PLMEmb transform), one choice per batch.
 
-    A mask drops each real item with probability item_drop_ratio. With probability
-    item_drop_prob the view is item drop: the kept items (the first one always kept) compacted
+    A mask drops each real item with probability `item_drop_ratio`. With probability
+    `item_drop_prob` the view is item drop: the kept items (the first one always kept) compacted
     to the left. Otherwise it is word drop: the history is unchanged and `word_drop` marks the
     dropped positions, the first included, whose text vectors are replaced by the word-drop
     variant.
@@ -52,6 +56,7 @@ def augment_batch(
     Args:
         batch: Output of `parse_batch`.
         seed: int32/int64 [2], a stateless random seed for this batch.
+        augmentation: the drop ratio and the item-drop probability.
 
     Returns:
         `batch` plus history_aug int32 [B, T'], length_aug int32 [B], word_drop bool [B, T'].
@@ -60,7 +65,7 @@ def augment_batch(
     mask_seed, choice_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     positions = tf.range(tf.shape(history)[1])[tf.newaxis, :]
     real = positions < length[:, tf.newaxis]
-    drop = tf.random.stateless_uniform(tf.shape(history), mask_seed) < item_drop_ratio
+    drop = tf.random.stateless_uniform(tf.shape(history), mask_seed) < augmentation.item_drop_ratio
     drop = drop & real
 
     def item_drop() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -76,7 +81,7 @@ def augment_batch(
     def word_drop() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         return history, length, drop
 
-    use_item_drop = tf.random.stateless_uniform([], choice_seed) < item_drop_prob
+    use_item_drop = tf.random.stateless_uniform([], choice_seed) < augmentation.item_drop_prob
     history_aug, length_aug, word_drop_mask = tf.cond(use_item_drop, item_drop, word_drop)
     return {
         **batch,
@@ -87,19 +92,17 @@ def augment_batch(
 
 
 def make_dataset(
-    data_dir: str | os.PathLike,
+    data: DatasetDir | str | os.PathLike,
     split: str,
     *,
     batch_size: int,
-    max_len: int = 50,
+    max_len: int | None = None,
     shuffle: bool = False,
     seed: int | None = None,
     deterministic: bool = True,
     repeat: bool = False,
     drop_remainder: bool = False,
-    augment: bool = False,
-    item_drop_ratio: float = 0.2,
-    item_drop_prob: float = 0.9,
+    augmentation: Augmentation | None = None,
 ) -> tf.data.Dataset:
     """Batches of a split of a built dataset.
 
@@ -108,26 +111,25 @@ def make_dataset(
     `strategy.experimental_distribute_dataset` (the global batch is split across replicas).
 
     Args:
-        data_dir: Dataset folder written by `python -m data_pipeline.build`.
+        data: a `DatasetDir`, or the folder written by `python -m data_pipeline.build`.
         split: "train", "valid" or "test".
         batch_size: Examples per batch.
-        max_len: Histories keep their last `max_len` items.
+        max_len: Histories keep their last `max_len` items (None: the dataset's own maximum).
         shuffle: Shuffle shard order and examples (buffer of up to 100,000 examples).
         seed: Seed for shuffling and augmentation; None draws one.
         deterministic: Keep a reproducible element order despite parallelism.
         repeat: Repeat forever (reshuffled each epoch).
         drop_remainder: Drop the last, smaller batch (static batch dimension).
-        augment: Add UniSRec's seq-seq view (see `augment_batch`).
-        item_drop_ratio: Probability that an item is dropped in the augmented view.
-        item_drop_prob: Probability that a batch uses item drop rather than word drop.
+        augmentation: add UniSRec's seq-seq view with these settings (see `augment_batch`).
 
     Returns:
         A dataset of dicts: history, length, target, user, domain (+ history_aug, length_aug,
-        word_drop with `augment`).
+        word_drop with `augmentation`).
     """
-    info = load_dataset(data_dir)
-    files = info.split_files(split)
-    rows = int(info.manifest["splits"][split])
+    dataset_dir = data if isinstance(data, DatasetDir) else DatasetDir.open(data)
+    files = dataset_dir.split_files(split)
+    rows = dataset_dir.split_rows(split)
+    max_len = int(dataset_dir.manifest["max_seq_len"]) if max_len is None else max_len
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     options = tf.data.Options()
     options.deterministic = deterministic
@@ -149,9 +151,9 @@ def make_dataset(
 
     def transform(step: tf.Tensor, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         batch = parse_batch(serialized, max_len)
-        if augment:
+        if augmentation is not None:
             batch_seed = tf.stack([tf.constant(seed, tf.int64), step])
-            batch = augment_batch(batch, batch_seed, item_drop_ratio, item_drop_prob)
+            batch = augment_batch(batch, batch_seed, augmentation)
         return batch
 
     dataset = dataset.enumerate().map(

@@ -16,8 +16,8 @@ and as a library::
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,15 +36,25 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-DEFAULT_SIGNATURE = "serving_default"
-RECOMMEND_FROM_TEXTS = "recommend_from_texts"
-ENCODE_ITEMS = "encode_items"
-ENCODE_SEQUENCE = "encode_sequence"
-
-HISTORY_INPUT = "history"
-HISTORY_TEXTS_INPUT = "history_texts"
-TEXTS_INPUT = "texts"
-K_INPUT = "k"
+from data_pipeline.dataset import ITEM_TABLE, read_item_table
+from data_pipeline.errors import DataError
+from export.contract import (
+    ENCODE_ITEMS,
+    ENCODE_SEQUENCE,
+    HISTORY,
+    HISTORY_TEXTS,
+    ITEM_IDS,
+    ITEM_TEXTS,
+    ITEM_VECTORS,
+    RECOMMEND_FROM_TEXTS,
+    SCORES,
+    SEQUENCE_VECTORS,
+    SERVING_DEFAULT,
+    TEXTS,
+    TOP_K,
+    UNKNOWN_ITEMS,
+    Tensor,
+)
 
 HistoryLike = Sequence[str | bytes] | Sequence[Sequence[str | bytes]] | np.ndarray
 TextsLike = Sequence[str | bytes] | np.ndarray
@@ -129,11 +139,16 @@ def string_vector(texts: TextsLike) -> np.ndarray:
     return np.array([_to_bytes(t) for t in texts], dtype=object).reshape(-1)
 
 
-def make_tensor_proto(value: Any, dtype: tf.DType | None = None) -> tensor_pb2.TensorProto:
+def make_tensor_proto(value: Any, dtype: tf.DType | str | None = None) -> tensor_pb2.TensorProto:
     """A TensorProto for a request input (TensorProtos pass through)."""
     if isinstance(value, tensor_pb2.TensorProto):
         return value
     return tf.make_tensor_proto(value, dtype=dtype)
+
+
+def _inputs(*values: tuple[Tensor, Any]) -> dict[str, tensor_pb2.TensorProto]:
+    """Request inputs from (contract tensor, value) pairs; ``None`` leaves the model's default."""
+    return {t.alias: make_tensor_proto(v, t.dtype) for t, v in values if v is not None}
 
 
 class ServingClient:
@@ -207,7 +222,7 @@ class ServingClient:
     def predict_request(
         self,
         inputs: Mapping[str, Any],
-        signature_name: str = DEFAULT_SIGNATURE,
+        signature_name: str = SERVING_DEFAULT,
         output_filter: Iterable[str] = (),
     ) -> predict_pb2.PredictRequest:
         """Builds a PredictRequest; inputs are arrays, Python values or TensorProtos."""
@@ -227,7 +242,7 @@ class ServingClient:
     def predict(
         self,
         inputs: Mapping[str, Any],
-        signature_name: str = DEFAULT_SIGNATURE,
+        signature_name: str = SERVING_DEFAULT,
         output_filter: Iterable[str] = (),
     ) -> PredictResult:
         """Calls a signature; returns its outputs as NumPy arrays (strings as bytes)."""
@@ -242,22 +257,20 @@ class ServingClient:
 
     def _recommendations(self, result: PredictResult) -> Recommendations:
         outputs = result.outputs
-        texts = outputs.get("item_texts")
+        texts = outputs.get(ITEM_TEXTS.alias)
         return Recommendations(
-            item_ids=_decode(outputs["item_ids"]),
-            scores=outputs["scores"],
-            unknown_items=outputs.get("unknown_items"),
+            item_ids=_decode(outputs[ITEM_IDS.alias]),
+            scores=outputs[SCORES.alias],
+            unknown_items=outputs.get(UNKNOWN_ITEMS.alias),
             item_texts=_decode(texts) if texts is not None else None,
             result=result,
         )
 
     def recommend(
-        self, history: HistoryLike, k: int | None = None, signature_name: str = DEFAULT_SIGNATURE
+        self, history: HistoryLike, k: int | None = None, signature_name: str = SERVING_DEFAULT
     ) -> Recommendations:
         """Top-k items for one history of item IDs or a batch of them (default k: the model's)."""
-        inputs: dict[str, Any] = {HISTORY_INPUT: tf.make_tensor_proto(string_matrix(history))}
-        if k is not None:
-            inputs[K_INPUT] = tf.make_tensor_proto(k, dtype=tf.int32)
+        inputs = _inputs((HISTORY, string_matrix(history)), (TOP_K, k))
         return self._recommendations(self.predict(inputs, signature_name))
 
     def recommend_from_texts(
@@ -267,23 +280,20 @@ class ServingClient:
         signature_name: str = RECOMMEND_FROM_TEXTS,
     ) -> Recommendations:
         """Top-k items for histories given as item texts (items the model never saw)."""
-        matrix = string_matrix(history_texts)
-        inputs: dict[str, Any] = {HISTORY_TEXTS_INPUT: tf.make_tensor_proto(matrix)}
-        if k is not None:
-            inputs[K_INPUT] = tf.make_tensor_proto(k, dtype=tf.int32)
+        inputs = _inputs((HISTORY_TEXTS, string_matrix(history_texts)), (TOP_K, k))
         return self._recommendations(self.predict(inputs, signature_name))
 
     def encode_items(self, texts: TextsLike, signature_name: str = ENCODE_ITEMS) -> np.ndarray:
         """Item vectors [N, D] from item texts."""
-        inputs = {TEXTS_INPUT: tf.make_tensor_proto(string_vector(texts))}
-        return self.predict(inputs, signature_name).outputs["vectors"]
+        inputs = _inputs((TEXTS, string_vector(texts)))
+        return self.predict(inputs, signature_name).outputs[ITEM_VECTORS.alias]
 
     def encode_sequence(
         self, history: HistoryLike, signature_name: str = ENCODE_SEQUENCE
     ) -> np.ndarray:
         """Sequence vectors [B, D] for histories of item IDs."""
-        inputs = {HISTORY_INPUT: tf.make_tensor_proto(string_matrix(history))}
-        return self.predict(inputs, signature_name).outputs["vectors"]
+        inputs = _inputs((HISTORY, string_matrix(history)))
+        return self.predict(inputs, signature_name).outputs[SEQUENCE_VECTORS.alias]
 
     def metadata(self) -> dict[str, meta_graph_pb2.SignatureDef]:
         """The model's SignatureDefs from GetModelMetadata (``signature_def`` field)."""
@@ -375,14 +385,12 @@ def format_recommendations(
     return "\n".join(lines)
 
 
-def read_item_table(path: str) -> dict[str, str]:
-    """item_id -> text from an ``items.tsv`` (header ``index, domain, item_id, text``)."""
-    table: dict[str, str] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if row.get("item_id"):
-                table[row["item_id"]] = row.get("text") or ""
-    return table
+def item_texts_by_id(path: str | os.PathLike) -> dict[str, str]:
+    """item_id -> text from a dataset folder's ``items.tsv`` (or the folder itself)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, ITEM_TABLE)
+    table = read_item_table(path)
+    return dict(zip(table.item_ids[1:], table.texts[1:], strict=True))
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -400,14 +408,18 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--signature",
         default=None,
-        help="signature to call (default: serving_default for --history, "
-        "recommend_from_texts for --texts)",
+        help=f"signature to call (default: {SERVING_DEFAULT} for --history, "
+        f"{RECOMMEND_FROM_TEXTS} for --texts)",
     )
     version = parser.add_mutually_exclusive_group()
     version.add_argument("--version", type=int, default=None, help="model version")
     version.add_argument("--version_label", default=None, help="model version label")
     parser.add_argument("--metadata", action="store_true", help="print the model's signatures")
-    parser.add_argument("--item_table", default=None, help="items.tsv to print item texts from")
+    parser.add_argument(
+        "--item_table",
+        default=None,
+        help="a dataset folder or its items.tsv, for item texts the server does not return",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     return parser
 
@@ -421,7 +433,7 @@ def _print_vectors(label: str, names: Sequence[str], vectors: np.ndarray) -> Non
 
 def run(args: argparse.Namespace) -> None:
     """Executes the parsed command line; raises ServingClientError on failure."""
-    item_table = read_item_table(args.item_table) if args.item_table else None
+    item_table = item_texts_by_id(args.item_table) if args.item_table else None
     with ServingClient(
         args.server,
         args.model,
@@ -434,7 +446,7 @@ def run(args: argparse.Namespace) -> None:
         if args.history is None and args.texts is None:
             return
         if args.history is not None:
-            signature = args.signature or DEFAULT_SIGNATURE
+            signature = args.signature or SERVING_DEFAULT
             if signature == ENCODE_SEQUENCE:
                 vectors = client.encode_sequence(args.history, signature)
                 _print_vectors("sequence vector", ["history"], vectors)
@@ -465,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServingClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -7,25 +7,22 @@
 
 writes
 
-* ``BASE/<version>/``: the SavedModel (signatures in :mod:`export.signatures`), with
-  ``assets/item_ids.txt`` (the ID lookup table) and
+* ``BASE/<version>/``: the SavedModel (the signatures of :mod:`export.contract`, built in
+  :mod:`export.signatures`), with ``assets/item_ids.txt`` (the ID lookup table) and
   ``assets.extra/tf_serving_warmup_requests`` (real requests from the test split, one or more
   per signature). The version is the next integer under ``BASE`` unless given; it is written
-  to a hidden staging directory in ``BASE`` and renamed into place, so a model server never
-  sees a partial version. An existing version is never overwritten.
+  to a hidden staging folder beside it and renamed into place, so a model server never sees a
+  partial version, and a killed export leaves none (its staging folder is removed by the next
+  export). An existing version is never overwritten.
 * ``models.config`` next to ``BASE`` (a ``model_config_list``; entries for other model names
-  are kept) and ``batching_parameters.txt`` (``BatchingParameters`` text proto).
+  are kept).
 
 Serve it with ``tensorflow_model_server --port=8500 --model_config_file=DIR/models.config``
 (the ``tensorflow/serving`` image) or ``python -m export.serve`` with the same flags.
 
-About ``--enable_batching``: TF-Serving's session batching concatenates requests along
-dimension 0, so it needs every input to have a batch dimension and equal inner dimensions.
-The scalar ``k`` / ``exclude_history`` inputs (and their defaults, which the server feeds)
-have none, and histories of different lengths only concatenate with
-``pad_variable_length_inputs``, which pads with the first element of the tensor (a real item
-ID, which would change the history). ``batching_parameters.txt`` therefore keeps padding off,
-and batching serves only clients that send fixed-width histories and batch-shaped inputs.
+There is no batching parameters file: TF-Serving's batching concatenates requests along
+dimension 0, which the scalar ``k`` / ``exclude_history`` inputs and variable-length histories
+do not allow, so leave ``--enable_batching`` off (every request is already a batch).
 """
 
 from __future__ import annotations
@@ -33,9 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import pathlib
 import re
-import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -46,36 +41,38 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from data_pipeline.dataset import DatasetInfo, load_dataset
-from export.signatures import (
+from data_pipeline.dataset import DatasetDir
+from data_pipeline.errors import DataError
+from data_pipeline.fileio import STAGING_MARK, atomic_write, remove_stale_staging, staged_directory
+from data_pipeline.text.encoder import TextEncoder
+from export.client import string_matrix
+from export.contract import (
     ENCODE_ITEMS,
     ENCODE_SEQUENCE,
+    EXCLUDE_HISTORY,
+    HISTORY,
+    HISTORY_TEXTS,
     RECOMMEND_FROM_TEXTS,
     SERVING_DEFAULT,
-    UniSRecServingModule,
-    write_item_ids_file,
+    SIGNATURES,
+    TEXTS,
+    TOP_K,
+    WARMUP_FILE,
+    Tensor,
 )
+from export.signatures import UniSRecServingModule, write_item_ids_file
 from tf_unisrec.config import TrainConfig
 from tf_unisrec.model import UniSRec
-from tf_unisrec.modeling import build_model
-from tf_unisrec.text import TextEncoder
+from tf_unisrec.run_dir import RunDir, RunError
 
 DEFAULT_MAX_K = 100
 DEFAULT_MODEL_NAME = "unisrec"
 MODELS_CONFIG = "models.config"
-BATCHING_PARAMETERS = "batching_parameters.txt"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+ITEM_IDS_ASSET = "item_ids.txt"
 WARMUP_HISTORIES = 4
 
-BATCHING_PARAMETERS_TEXT = """\
-max_batch_size { value: 64 }
-batch_timeout_micros { value: 1000 }
-max_enqueued_batches { value: 256 }
-num_batch_threads { value: 4 }
-pad_variable_length_inputs: false
-"""
-
 _VERSION = re.compile(r"^[0-9]+$")
+_STAGED_VERSION = re.compile(rf"^\.([0-9]+){re.escape(STAGING_MARK)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,26 +82,15 @@ class ExportResult:
     path: str
     version: int
     models_config: str
-    batching_parameters: str
     signatures: tuple[str, ...]
 
 
-def load_trained_model(run_dir: str | os.PathLike) -> tuple[TrainConfig, DatasetInfo, UniSRec]:
-    """The run's config, its dataset and the model with the run's best weights."""
-    run = pathlib.Path(run_dir)
-    config = TrainConfig.load(run / "config.yaml")
-    if not config.data:
-        raise ValueError(f"{run / 'config.yaml'} names no dataset (data: ...)")
-    info = load_dataset(config.data)
-    model = build_model(config, info)
-    prefix = tf.train.latest_checkpoint(str(run / "best"))
-    if prefix is None:
-        raise FileNotFoundError(f"no checkpoint in {run / 'best'}")
-    tf.train.Checkpoint(model=model).restore(prefix).assert_existing_objects_matched()
-    return config, info, model
+def load_trained_model(run_dir: str | os.PathLike) -> tuple[TrainConfig, DatasetDir, UniSRec]:
+    """The run's config, its dataset and the model with the run's best weights (strict)."""
+    return RunDir(run_dir).load_model(strict=True)
 
 
-def load_text_encoder(info: DatasetInfo) -> TextEncoder:
+def load_text_encoder(info: DatasetDir) -> TextEncoder:
     """The text encoder that wrote the dataset's text features (same weights, pooling, length).
 
     Raises:
@@ -136,7 +122,7 @@ def next_version(base_path: str) -> int:
     return max(versions, default=0) + 1
 
 
-def histories_from_split(info: DatasetInfo, count: int) -> list[list[str]]:
+def histories_from_split(info: DatasetDir, count: int) -> list[list[str]]:
     """The first ``count`` histories of the test split, as original item IDs."""
     feature = {"history": tf.io.VarLenFeature(tf.int64)}
     histories = []
@@ -147,43 +133,37 @@ def histories_from_split(info: DatasetInfo, count: int) -> list[list[str]]:
     return histories
 
 
-def _string_matrix(rows: Sequence[Sequence[str]]) -> np.ndarray:
-    width = max((len(row) for row in rows), default=0)
-    matrix = np.full((len(rows), width), b"", dtype=object)
-    for i, row in enumerate(rows):
-        for j, value in enumerate(row):
-            matrix[i, j] = value.encode("utf-8")
-    return matrix
-
-
 def warmup_requests(
-    info: DatasetInfo, model_name: str, signatures: Sequence[str], max_k: int
+    info: DatasetDir, model_name: str, signatures: Sequence[str], max_k: int
 ) -> list[predict_pb2.PredictRequest]:
     """Real requests for every exported signature, built from test histories."""
     histories = histories_from_split(info, WARMUP_HISTORIES)
     index_of = {str(item_id): i for i, item_id in enumerate(info.item_ids)}
     history_texts = [[str(info.texts[index_of[i]]) for i in h] for h in histories]
-    ids = _string_matrix(histories)
+    ids = string_matrix(histories)
     k = min(max_k, info.num_items)
 
-    def request(signature: str, **inputs: object) -> predict_pb2.PredictRequest:
+    def request(signature: str, *inputs: tuple[Tensor, object]) -> predict_pb2.PredictRequest:
         message = predict_pb2.PredictRequest()
         message.model_spec.name = model_name
         message.model_spec.signature_name = signature
-        for alias, value in inputs.items():
-            message.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+        for tensor, value in inputs:
+            SIGNATURES[signature].input(tensor.alias)  # KeyError if not an input of signature
+            message.inputs[tensor.alias].CopyFrom(tf.make_tensor_proto(value, tensor.dtype))
         return message
 
     requests = [
-        request(SERVING_DEFAULT, history=ids),
-        request(SERVING_DEFAULT, history=ids[:1], k=np.int32(k), exclude_history=np.bool_(True)),
-        request(ENCODE_SEQUENCE, history=ids),
+        request(SERVING_DEFAULT, (HISTORY, ids)),
+        request(SERVING_DEFAULT, (HISTORY, ids[:1]), (TOP_K, k), (EXCLUDE_HISTORY, True)),
+        request(ENCODE_SEQUENCE, (HISTORY, ids)),
     ]
     if ENCODE_ITEMS in signatures:
-        texts = [t.encode("utf-8") for row in history_texts for t in row]
-        requests.append(request(ENCODE_ITEMS, texts=np.array(texts, dtype=object)))
+        texts = np.array([t.encode("utf-8") for row in history_texts for t in row], dtype=object)
+        requests.append(request(ENCODE_ITEMS, (TEXTS, texts)))
     if RECOMMEND_FROM_TEXTS in signatures:
-        requests.append(request(RECOMMEND_FROM_TEXTS, history_texts=_string_matrix(history_texts)))
+        requests.append(
+            request(RECOMMEND_FROM_TEXTS, (HISTORY_TEXTS, string_matrix(history_texts)))
+        )
     return requests
 
 
@@ -199,11 +179,12 @@ def write_warmup_file(export_dir: str, requests: Sequence[predict_pb2.PredictReq
     return path
 
 
-def _write_text_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def remove_stale_exports(base_path: str) -> None:
+    """Removes the staging folders of exports (of any version) that were killed."""
+    if not os.path.isdir(base_path):
+        return
+    for version in {m[1] for m in map(_STAGED_VERSION.match, os.listdir(base_path)) if m}:
+        remove_stale_staging(os.path.join(base_path, version))
 
 
 def write_models_config(path: str, model_name: str, base_path: str) -> str:
@@ -220,7 +201,7 @@ def write_models_config(path: str, model_name: str, base_path: str) -> str:
     entry.name = model_name
     entry.base_path = os.path.abspath(base_path)
     entry.model_platform = "tensorflow"
-    _write_text_atomically(path, text_format.MessageToString(config))
+    atomic_write(path, text_format.MessageToString(config))
     return path
 
 
@@ -250,33 +231,26 @@ def export_saved_model(
 
     _, info, model = load_trained_model(run_dir)
     text_encoder = load_text_encoder(info) if model.item_tower.uses_text else None
-    os.makedirs(base, exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix=".export-", dir=base)
-    staging = os.path.join(scratch, "saved_model")
-    try:
-        ids_file = write_item_ids_file(
-            [str(i) for i in info.item_ids], os.path.join(scratch, "item_ids.txt")
-        )
+    item_ids = [str(i) for i in info.item_ids]
+    remove_stale_exports(base)
+    # tf.saved_model.save copies the ID file into assets/, so the original lives outside the
+    # version folder and is gone with the temporary folder.
+    with tempfile.TemporaryDirectory() as scratch, staged_directory(final) as staging:
         module = UniSRecServingModule(
             model,
-            [str(i) for i in info.item_ids],
+            item_ids,
             [str(t) for t in info.texts],
-            ids_file,
+            write_item_ids_file(item_ids, os.path.join(scratch, ITEM_IDS_ASSET)),
             max_k=max_k,
             text_encoder=text_encoder,
         )
         signatures = module.signatures()
-        tf.saved_model.save(module, staging, signatures=signatures)
-        write_warmup_file(staging, warmup_requests(info, model_name, list(signatures), max_k))
-        os.rename(staging, final)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        write_warmup_file(str(staging), warmup_requests(info, model_name, list(signatures), max_k))
 
     parent = os.path.dirname(base)
     models_config = write_models_config(os.path.join(parent, MODELS_CONFIG), model_name, base)
-    batching = os.path.join(parent, BATCHING_PARAMETERS)
-    _write_text_atomically(batching, BATCHING_PARAMETERS_TEXT)
-    return ExportResult(final, version, models_config, batching, tuple(sorted(signatures)))
+    return ExportResult(final, version, models_config, tuple(sorted(signatures)))
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -306,11 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_k=args.max_k,
             model_name=args.model_name,
         )
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (DataError, RunError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {result.path} (signatures: {', '.join(result.signatures)})")
-    print(f"wrote {result.models_config} and {result.batching_parameters}")
+    print(f"wrote {result.models_config}")
     return 0
 
 

@@ -64,6 +64,8 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import file_system_storage_path_source_pb2, model_server_config_pb2
 
+from export import contract
+
 try:
     import tensorflow_text  # noqa: F401  (registers the TF Text ops SavedModels may use)
 except ImportError:  # pragma: no cover - tensorflow-text is a declared dependency
@@ -71,9 +73,9 @@ except ImportError:  # pragma: no cover - tensorflow-text is a declared dependen
 
 logger = logging.getLogger("export.serve")
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
 SIGNATURE_DEF_FIELD = "signature_def"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_FILE = contract.WARMUP_FILE
 MAX_WARMUP_RECORDS = 1000
 DEFAULT_MAX_TENSOR_ELEMENTS = 1 << 24
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1

@@ -1,21 +1,10 @@
 """The serving module of a trained UniSRec model: the SavedModel's signatures.
 
 :class:`UniSRecServingModule` freezes a model into lookup tables and an exact TFRS top-k index,
-and exposes these signatures (input aliases and dtypes as TF-Serving reports them):
-
-``serving_default``
-    ``history`` string [B, T] of original item IDs, oldest first, ``""`` padding; ``k`` int32
-    scalar (default :data:`DEFAULT_K`); ``exclude_history`` bool scalar (default False) ->
-    ``item_ids`` string [B, k], ``scores`` float32 [B, k] (cosine similarities, best first),
-    ``item_texts`` string [B, k], ``unknown_items`` int32 [B].
-``encode_sequence``
-    ``history`` -> ``vectors`` float32 [B, H] (L2-normalised), ``unknown_items`` int32 [B].
-``encode_items``
-    ``texts`` string [N] -> ``vectors`` float32 [N, H] (L2-normalised): text encoder with in-graph
-    tokenization, the trained MoE adaptor, normalisation. Texts must be valid UTF-8.
-``recommend_from_texts``
-    ``history_texts`` string [B, T] of item texts, ``""`` padding; ``k`` -> ``item_ids``,
-    ``scores``, ``item_texts``. Invalid UTF-8 is replaced by U+FFFD.
+and exports the signatures of :mod:`export.contract` (names, aliases, dtypes, shapes, defaults):
+``serving_default`` and ``encode_sequence`` answer histories of original item IDs,
+``encode_items`` and ``recommend_from_texts`` answer item texts. ``encode_items`` needs valid
+UTF-8 (tokenization is in the graph); ``recommend_from_texts`` replaces invalid UTF-8 by U+FFFD.
 
 History handling, the same for IDs and texts:
 
@@ -47,16 +36,26 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from export.contract import (
+    ENCODE_ITEMS,
+    ENCODE_SEQUENCE,
+    EXCLUDE_HISTORY,
+    ITEM_IDS,
+    ITEM_TEXTS,
+    ITEM_VECTORS,
+    RECOMMEND_FROM_TEXTS,
+    SCORES,
+    SEQUENCE_VECTORS,
+    SERVING_DEFAULT,
+    SIGNATURES,
+    TOP_K,
+    UNKNOWN_ITEMS,
+    signatures_for,
+)
 from tf_unisrec.model import UniSRec
 
-DEFAULT_K = 10
-SERVING_DEFAULT = "serving_default"
-ENCODE_SEQUENCE = "encode_sequence"
-ENCODE_ITEMS = "encode_items"
-RECOMMEND_FROM_TEXTS = "recommend_from_texts"
-
-_DEFAULT_K = tf.constant(DEFAULT_K, dtype=tf.int32)
-_DEFAULT_EXCLUDE = tf.constant(False)
+_DEFAULT_K = TOP_K.default_tensor()
+_DEFAULT_EXCLUDE = EXCLUDE_HISTORY.default_tensor()
 
 
 class UniSRecServingModule(tf.Module):
@@ -74,7 +73,7 @@ class UniSRecServingModule(tf.Module):
             it becomes a SavedModel asset that initialises the ID lookup table.
         max_k: the largest ``k`` a request may ask for.
         text_encoder: the text encoder whose outputs the model's text table holds (a
-            ``tf_unisrec.text.TextEncoder``); required unless the model is ID-only.
+            ``data_pipeline.text.encoder.TextEncoder``); required unless the model is ID-only.
     """
 
     def __init__(
@@ -131,14 +130,13 @@ class UniSRecServingModule(tf.Module):
 
     def signatures(self) -> dict[str, Callable[..., dict[str, tf.Tensor]]]:
         """The signature functions to pass to ``tf.saved_model.save``, by signature key."""
-        signatures = {
+        functions = {
             SERVING_DEFAULT: self.recommend,
             ENCODE_SEQUENCE: self.encode_sequence,
+            ENCODE_ITEMS: self.encode_items,
+            RECOMMEND_FROM_TEXTS: self.recommend_from_texts,
         }
-        if self.uses_text:
-            signatures[ENCODE_ITEMS] = self.encode_items
-            signatures[RECOMMEND_FROM_TEXTS] = self.recommend_from_texts
-        return signatures
+        return {s.name: functions[s.name] for s in signatures_for(self.uses_text)}
 
     def _recent(self, values: tf.RaggedTensor) -> tf.RaggedTensor:
         """The last ``max_length`` values of each row."""
@@ -207,15 +205,9 @@ class UniSRecServingModule(tf.Module):
         ids = tf.where(rows, ids, tf.constant(""))
         scores = tf.where(rows, scores, tf.constant(-np.inf, scores.dtype))
         texts = tf.gather(self.item_texts, self.id_to_index.lookup(ids) + 1)
-        return {"item_ids": ids, "scores": scores, "item_texts": texts}
+        return {ITEM_IDS.alias: ids, SCORES.alias: scores, ITEM_TEXTS.alias: texts}
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None], tf.string, name="history"),
-            tf.TensorSpec([], tf.int32, name="k"),
-            tf.TensorSpec([], tf.bool, name="exclude_history"),
-        ]
-    )
+    @tf.function(input_signature=SIGNATURES[SERVING_DEFAULT].input_signature())
     def recommend(
         self,
         history: tf.Tensor,
@@ -226,27 +218,22 @@ class UniSRecServingModule(tf.Module):
         queries, has_items, unknown = self._sequences_from_ids(history)
         width = tf.where(exclude_history, tf.shape(history)[1], 0)
         result = self._top_k(queries, has_items, k, history[:, :width])
-        return {**result, "unknown_items": unknown}
+        return {**result, UNKNOWN_ITEMS.alias: unknown}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history")])
+    @tf.function(input_signature=SIGNATURES[ENCODE_SEQUENCE].input_signature())
     def encode_sequence(self, history: tf.Tensor) -> dict[str, tf.Tensor]:
         """Sequence vectors for histories of original item IDs (zeros for empty histories)."""
         vectors, _, unknown = self._sequences_from_ids(history)
-        return {"vectors": vectors, "unknown_items": unknown}
+        return {SEQUENCE_VECTORS.alias: vectors, UNKNOWN_ITEMS.alias: unknown}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
+    @tf.function(input_signature=SIGNATURES[ENCODE_ITEMS].input_signature())
     def encode_items(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
         """Universal item vectors from item texts alone (valid UTF-8 required)."""
         checked = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="strict")
         vectors = self._text_item_vectors(checked)
-        return {"vectors": tf.math.l2_normalize(vectors, axis=-1)}
+        return {ITEM_VECTORS.alias: tf.math.l2_normalize(vectors, axis=-1)}
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None], tf.string, name="history_texts"),
-            tf.TensorSpec([], tf.int32, name="k"),
-        ]
-    )
+    @tf.function(input_signature=SIGNATURES[RECOMMEND_FROM_TEXTS].input_signature())
     def recommend_from_texts(
         self, history_texts: tf.Tensor, k: tf.Tensor = _DEFAULT_K
     ) -> dict[str, tf.Tensor]:

@@ -1,30 +1,31 @@
-"""Tiny UniSRec models and batches for tests."""
+"""Tiny UniSRec models and batches in memory, built the way a run builds them."""
 
 import numpy as np
 import tensorflow as tf
 
-from tf_unisrec.layers import ItemTower, SequenceEncoder
-from tf_unisrec.model import ITEM_MODE_OF_STAGE, UniSRec
+from tf_unisrec.builder import build_model_from_tables
+from tf_unisrec.config import TrainConfig
+from tf_unisrec.model import UniSRec
 
 
-def tiny_model(stage: str, num_items: int = 12, text_dim: int = 6) -> UniSRec:
-    mode = ITEM_MODE_OF_STAGE[stage]
-    tower = ItemTower(
-        num_items,
-        hidden_dim=8,
-        mode=mode,
-        text_dim=text_dim,
-        word_drop=stage == "pretrain",
-        num_experts=2,
+def tiny_config(stage: str, **overrides) -> TrainConfig:
+    """A TrainConfig small enough for unit tests (8-d vectors, histories of up to 5 items)."""
+    settings = dict(
+        hidden_dim=8, num_layers=2, num_heads=2, intermediate_dim=8, max_length=5, num_experts=2
     )
-    encoder = SequenceEncoder(num_heads=2, intermediate_dim=8, max_length=5)
-    model = UniSRec(tower, encoder, stage=stage)
-    tower.build(None)
-    if mode != "id":
+    return TrainConfig(stage=stage, **{**settings, **overrides})
+
+
+def tiny_model(stage: str, num_items: int = 12, text_dim: int = 6, **overrides) -> UniSRec:
+    """A model for `stage` over `num_items` items with random text vectors."""
+    config = tiny_config(stage, **overrides)
+    table = word_drop = None
+    if config.stage_info.item_mode != "id":
         table = np.random.default_rng(0).normal(size=(num_items + 1, text_dim)).astype("float32")
-        tower.set_text_features(table, table + 0.1 if stage == "pretrain" else None)
-    model.sequence_vectors(tf.ones([1, 1], tf.int32), tf.ones([1], tf.int32))
-    return model
+        table[0] = 0
+        if config.uses_seq_seq_view:
+            word_drop = table + 0.1
+    return build_model_from_tables(config, num_items, table, word_drop)
 
 
 def tiny_batch() -> dict[str, tf.Tensor]:

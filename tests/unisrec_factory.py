@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import pathlib
 
 import numpy as np
 import tensorflow as tf
 
 from data_pipeline.build import build
-from data_pipeline.dataset import DatasetInfo, load_dataset
+from data_pipeline.dataset import DatasetDir
+from data_pipeline.encode_text import encode_dataset
+from data_pipeline.text.encoder import TextEncoder
 from export.saved_model import ExportResult, export_saved_model
+from tf_unisrec.builder import build_model
 from tf_unisrec.config import TrainConfig
 from tf_unisrec.model import UniSRec
-from tf_unisrec.modeling import build_model
-from tf_unisrec.text import TextEncoder
+from tf_unisrec.run_dir import RunDir
 
 MAX_LENGTH = 5
 ITEM_TEXTS = [
@@ -55,48 +55,17 @@ def _write_log(folder: pathlib.Path, users: int = 14) -> pathlib.Path:
     return folder
 
 
-def _sha256(path: pathlib.Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @functools.cache
 def text_encoder() -> TextEncoder:
     """The packaged all-MiniLM-L6-v2, mean pooling, 64 tokens."""
     return TextEncoder(pooling="mean", max_length=64)
 
 
-def write_text_features(data_dir: pathlib.Path) -> None:
-    """Encodes every item text with :func:`text_encoder` and records it in the manifest."""
-    info = load_dataset(data_dir)
-    encoder = text_encoder()
-    features = np.zeros([info.num_items + 1, encoder.dim], np.float32)
-    features[1:] = encoder(tf.constant([str(t) for t in info.texts[1:]])).numpy()
-    for name in ("text_features.npy", "text_features_word_drop.npy"):
-        np.save(data_dir / name, features)
-    manifest = json.loads((data_dir / "manifest.json").read_text())
-    manifest["text_features"] = {
-        "encoder": encoder.name,
-        "encoder_path": str(encoder.path),
-        "pooling": encoder.pooling,
-        "max_length": encoder.max_length,
-        "dim": encoder.dim,
-        "weights_sha256": encoder.weights_sha256(),
-        "texts_sha256": "",
-        "path": "text_features.npy",
-        "word_drop_path": "text_features_word_drop.npy",
-        "word_drop_ratio": 0.0,
-        "seed": 0,
-        "sha256": _sha256(data_dir / "text_features.npy"),
-        "word_drop_sha256": _sha256(data_dir / "text_features_word_drop.npy"),
-    }
-    (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-
 def write_dataset(root: pathlib.Path) -> pathlib.Path:
     """A built 18-item dataset with MiniLM text features under ``root/data``."""
     data_dir = root / "data"
     build([[_write_log(root / "source")]], data_dir, min_user=0, min_item=0, shards=1)
-    write_text_features(data_dir)
+    encode_dataset(data_dir, encoder=text_encoder(), progress=False)
     return data_dir
 
 
@@ -113,18 +82,14 @@ def write_run(data_dir: pathlib.Path, run_dir: pathlib.Path, stage: str) -> path
         max_length=MAX_LENGTH,
         num_experts=2,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / "config.yaml")
-    model = build_model(config, load_dataset(data_dir))
-    manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=model), str(run_dir / "best"), max_to_keep=1
-    )
-    manager.save(checkpoint_number=1)
+    run = RunDir(run_dir)
+    run.write_config(config)
+    run.best_manager(build_model(config, DatasetDir.open(data_dir))).save(checkpoint_number=1)
     return run_dir
 
 
 def expected_top_k(
-    model: UniSRec, info: DatasetInfo, history: list[list[str]], k: int, exclude: bool
+    model: UniSRec, info: DatasetDir, history: list[list[str]], k: int, exclude: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of the in-memory model (full ranking, the last max_length known items)."""
     index = {str(item_id): i for i, item_id in enumerate(info.item_ids) if i}

@@ -1,54 +1,72 @@
-"""Full-ranking evaluation: Recall@K and NDCG@K over all items, leave-one-out."""
+"""Full-ranking evaluation: Recall@K and NDCG@K over all items, leave-one-out.
+
+python -m tf_unisrec.evaluate --run RUN_DIR [--split test] [--ks 10 50]
+"""
+
+from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import sys
 import time
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
-from data_pipeline.dataset import DatasetInfo, load_dataset
+from data_pipeline.dataset import DatasetDir
 from data_pipeline.errors import DataError
 from data_pipeline.reader import make_dataset
-from tf_unisrec.config import TrainConfig
+from tf_unisrec.config import FIELDS
 from tf_unisrec.metrics import FullRankingMetrics
 from tf_unisrec.model import UniSRec
+from tf_unisrec.run_dir import RunDir, RunError
 
-_QUERY_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+class Evaluator:
+    """Ranks every item for every example of a split (padding excluded, history items kept).
 
-def query_function(model: UniSRec) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """`model.sequence_vectors` as one traced graph, reused by every evaluation of `model`."""
-    if model not in _QUERY_FUNCTIONS:
-        _QUERY_FUNCTIONS[model] = tf.function(
+    The query encoder is traced once, when the evaluator is made, and reused by every pass.
+
+    Args:
+        model: the model to evaluate.
+        dataset: the dataset whose splits are ranked.
+        ks: the cut-offs.
+        batch_size: histories per batch.
+        max_length: histories keep their last `max_length` items.
+    """
+
+    def __init__(
+        self,
+        model: UniSRec,
+        dataset: DatasetDir,
+        *,
+        ks: Sequence[int],
+        batch_size: int,
+        max_length: int,
+    ) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.ks = tuple(ks)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.queries = tf.function(
             model.sequence_vectors,
             input_signature=[
                 tf.TensorSpec([None, None], tf.int32, name="history"),
                 tf.TensorSpec([None], tf.int32, name="length"),
             ],
         )
-    return _QUERY_FUNCTIONS[model]
 
-
-def evaluate(
-    model: UniSRec,
-    info: DatasetInfo,
-    split: str,
-    ks: Sequence[int] = (10, 50),
-    batch_size: int = 4096,
-    max_length: int = 50,
-) -> dict[str, float]:
-    """Ranks every item for every example of `split` (padding excluded, history items kept)."""
-    items = model.item_vectors()[1:]
-    metrics = FullRankingMetrics(items, tf.range(1, info.num_items + 1), ks=ks)
-    queries = query_function(model)
-    examples = make_dataset(info.path, split, batch_size=batch_size, max_len=max_length)
-    for batch in examples:
-        metrics.update_state(queries(batch["history"], batch["length"]), batch["target"])
-    return metrics.result()
+    def __call__(self, split: str) -> dict[str, float]:
+        """Recall@K and NDCG@K of `split` ("valid" or "test"), keyed "recall@10", ..."""
+        items = self.model.item_vectors()[1:]
+        metrics = FullRankingMetrics(items, tf.range(1, self.dataset.num_items + 1), ks=self.ks)
+        examples = make_dataset(
+            self.dataset, split, batch_size=self.batch_size, max_len=self.max_length
+        )
+        for batch in examples:
+            metrics.update_state(self.queries(batch["history"], batch["length"]), batch["target"])
+        return metrics.result()
 
 
 def format_metrics(rows: dict[str, dict[str, float]], ks: Sequence[int]) -> str:
@@ -63,38 +81,32 @@ def format_metrics(rows: dict[str, dict[str, float]], ks: Sequence[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tf_unisrec.evaluate",
-        description="Full-ranking Recall@K / NDCG@K of a trained run.",
+        description="Full-ranking Recall@K / NDCG@K of a trained run's best weights.",
     )
-    parser.add_argument("--run", required=True, help="run directory written by tf_unisrec.train")
+    parser.add_argument("--run", required=True, help="run folder written by tf_unisrec.train")
     parser.add_argument("--split", default="test", choices=("valid", "test"))
-    parser.add_argument("--ks", type=int, nargs="+", default=None)
-    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--ks", type=int, nargs="+", help="cut-offs (default: the run's)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"histories per batch (default: the run's, {FIELDS['eval_batch_size'].default})",
+    )
     args = parser.parse_args(argv)
-
-    from tf_unisrec.modeling import build_model
-
-    run = pathlib.Path(args.run)
-    config_path = run / "config.yaml"
-    if not config_path.is_file():
-        print(f"error: {run} is not a run directory (no config.yaml)", file=sys.stderr)
-        return 2
-    config = TrainConfig.load(config_path)
-    ks = tuple(args.ks or config.ks)
     try:
-        info = load_dataset(config.data)
-    except DataError as error:
+        config, dataset, model = RunDir(args.run).load_model(strict=True)
+    except (RunError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model = build_model(config, info)
-    prefix = tf.train.latest_checkpoint(str(run / "best"))
-    if prefix is None:
-        print(f"error: {run}/best holds no checkpoint", file=sys.stderr)
-        return 2
-    tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
-    start = time.perf_counter()
-    results = evaluate(
-        model, info, args.split, ks=ks, batch_size=args.batch_size, max_length=config.max_length
+    ks = tuple(args.ks or config.ks)
+    evaluator = Evaluator(
+        model,
+        dataset,
+        ks=ks,
+        batch_size=args.batch_size or config.eval_batch_size,
+        max_length=config.max_length,
     )
+    start = time.perf_counter()
+    results = evaluator(args.split)
     seconds = time.perf_counter() - start
     print(format_metrics({args.split: results}, ks))
     print(json.dumps({"split": args.split, **results, "seconds": round(seconds, 3)}))

@@ -13,13 +13,7 @@ from tf_unisrec.objectives import (
     mask_padding,
 )
 
-STAGES = ("pretrain", "inductive", "transductive", "sasrec")
-ITEM_MODE_OF_STAGE = {
-    "pretrain": "text",
-    "inductive": "text",
-    "transductive": "text+id",
-    "sasrec": "id",
-}
+OBJECTIVES = ("contrastive", "full_softmax")
 
 
 def length_boundaries(max_length: int, growth: float = 1.35) -> list[int]:
@@ -35,17 +29,17 @@ class UniSRec(tfrs.models.Model):
 
     Sequence and item vectors are L2-normalised; scores are cosine similarities.
 
-    - `stage="pretrain"`: `L = L_SI + seq_seq_weight * L_SS`, in-batch contrastive losses over
-      the global batch (sequence vs. target item, sequence vs. its augmented view), targets
-      shared within the batch masked.
-    - other stages (fine-tuning): cross-entropy over all items with temperature, as the
-      official code does (not in-batch negatives). The padding item is excluded from the
-      softmax; the official code leaves it in.
+    - `objective="contrastive"` (pre-training): `L = L_SI + seq_seq_weight * L_SS`, in-batch
+      contrastive losses over the global batch (sequence vs. target item, sequence vs. its
+      augmented view), targets shared within the batch masked.
+    - `objective="full_softmax"` (fine-tuning, SASRec): cross-entropy over all items with
+      temperature, as the official code does (not in-batch negatives). The padding item is
+      excluded from the softmax; the official code leaves it in.
 
     Args:
         item_tower: an `ItemTower`.
         sequence_encoder: a `SequenceEncoder`.
-        stage: one of `STAGES`.
+        objective: one of `OBJECTIVES`.
         temperature: softmax temperature of every loss.
         seq_item_weight: weight of `L_SI` in pre-training (0 is the "w/o L_SI" ablation).
         seq_seq_weight: weight `lambda` of `L_SS` in pre-training (0 is "w/o L_SS").
@@ -61,7 +55,7 @@ class UniSRec(tfrs.models.Model):
         self,
         item_tower: ItemTower,
         sequence_encoder: SequenceEncoder,
-        stage: str = "inductive",
+        objective: str = "full_softmax",
         temperature: float = 0.07,
         seq_item_weight: float = 1.0,
         seq_seq_weight: float = 1e-3,
@@ -69,11 +63,11 @@ class UniSRec(tfrs.models.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         self.item_tower = item_tower
         self.sequence_encoder = sequence_encoder
-        self.stage = stage
+        self.objective = objective
         self.temperature = temperature
         self.seq_item_weight = seq_item_weight
         self.seq_seq_weight = seq_seq_weight
@@ -142,7 +136,7 @@ class UniSRec(tfrs.models.Model):
         queries = self.sequence_vectors(features["history"], features["length"], training=training)
         targets = tf.cast(features["target"], tf.int32)
         denominator = global_batch_size(tf.shape(targets)[0])
-        if self.stage != "pretrain":
+        if self.objective == "full_softmax":
             items = self.item_vectors(training=training)
             return full_softmax_loss(queries, items, targets, self.temperature) / denominator
         loss = tf.constant(0.0)

@@ -1,29 +1,30 @@
 """`python -m tf_unisrec.train`: pre-train, fine-tune or train SASRec, then evaluate.
 
-A run directory holds `config.yaml`, `checkpoints/` (the latest state, for resuming),
-`best/` (the weights of the best validation epoch), `logs/` (TensorBoard), `history.json`
-(per-epoch validation metrics) and `metrics.json`.
+What a run writes is described in `tf_unisrec.run_dir`. With no `--data`, the command runs the
+main job instead (`tf_unisrec.main_job`).
 """
+
+from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import os
-import pathlib
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 
-from data_pipeline.dataset import DatasetInfo, load_dataset
+from data_pipeline.dataset import DatasetDir
 from data_pipeline.errors import DataError
-from data_pipeline.reader import make_dataset
-from tf_unisrec.config import TrainConfig, parse_args
-from tf_unisrec.evaluate import evaluate, format_metrics
+from data_pipeline.reader import Augmentation, make_dataset
+from tf_unisrec.builder import build_model, restore_transferable
+from tf_unisrec.config import TrainConfig, parse_flags
+from tf_unisrec.evaluate import Evaluator, format_metrics
 from tf_unisrec.model import UniSRec
-from tf_unisrec.modeling import build_model, load_pretrained
+from tf_unisrec.run_dir import RunDir, RunError
 
 
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
@@ -74,7 +75,7 @@ class GracefulStop:
         self.requested = False
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "GracefulStop":
+    def __enter__(self) -> GracefulStop:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -87,8 +88,54 @@ class GracefulStop:
             signal.signal(sig, handler)
 
 
+def make_train_step(
+    model: UniSRec,
+    optimizer: tf.keras.optimizers.Optimizer,
+    strategy: tf.distribute.Strategy,
+    element_spec: Any,
+) -> Callable[[Any], tf.Tensor]:
+    """One optimisation step on a (distributed) batch; returns the mean loss over the batch.
+
+    `element_spec` is the distributed dataset's: a fixed signature keeps batches of different
+    history widths from tracing the step again.
+
+    Each replica computes its share of the loss over the global batch (`UniSRec.compute_loss`)
+    and its gradients; the strategy sums the gradients across replicas when applying them, so
+    an R-replica step equals a one-device step on the same global batch.
+    """
+
+    def replica_step(batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(batch, training=True)
+        variables = model.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        return loss
+
+    @tf.function(input_signature=[element_spec])
+    def train_step(batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        losses = strategy.run(replica_step, args=(batch,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    return train_step
+
+
+def inherit_architecture(config: TrainConfig, given: set[str]) -> TrainConfig:
+    """With `--init`, the config with the source run's architecture (see `TrainConfig`)."""
+    if not config.init:
+        return config
+    source, _ = RunDir.resolve_init(config.init)
+    return config.with_architecture_of(source.read_config(), given)
+
+
 class Trainer:
-    """Runs one training job described by a `TrainConfig`."""
+    """Runs one training job described by a `TrainConfig`.
+
+    Args:
+        config: the run's settings.
+        strategy: the distribution strategy (made first, by `make_strategy`).
+        resume: continue from the run folder's last checkpoint, if any.
+    """
 
     def __init__(
         self, config: TrainConfig, strategy: tf.distribute.Strategy, resume: bool = True
@@ -97,18 +144,17 @@ class Trainer:
         self.resume = resume
         self.strategy = strategy
         self.chief = is_chief(strategy)
-        self.run_dir = pathlib.Path(config.output)
+        self.run_dir = RunDir(config.output)
         if not self.chief:
-            self.run_dir = self.run_dir / f".worker-{strategy.cluster_resolver.task_id}"
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.info: DatasetInfo = load_dataset(config.data)
+            self.run_dir = self.run_dir.worker(strategy.cluster_resolver.task_id)
+        self.run_dir.path.mkdir(parents=True, exist_ok=True)
+        self.dataset = DatasetDir.open(config.data)
         tf.keras.utils.set_random_seed(config.seed)
         tf.keras.backend.experimental.enable_tf_random_generator()
         with strategy.scope():
-            self.model: UniSRec = build_model(config, self.info)
-            if config.init and config.stage != "pretrain":
-                load_pretrained(self.model, config.init)
-                self.model.freeze_for_fine_tuning()
+            self.model: UniSRec = build_model(config, self.dataset)
+            if config.init:
+                self._start_from(config.init)
             self.optimizer = tf.keras.optimizers.Adam(config.learning_rate)
             self.optimizer.build(self.model.trainable_variables)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -126,76 +172,75 @@ class Trainer:
                 bad_epochs=self.bad_epochs,
                 random=random_generators(self.model),
             )
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(self.run_dir / "checkpoints"), max_to_keep=1
-        )
-        self.best_manager = tf.train.CheckpointManager(
-            tf.train.Checkpoint(model=self.model), str(self.run_dir / "best"), max_to_keep=1
-        )
-        self.history_path = self.run_dir / "history.json"
+        self.manager = self.run_dir.checkpoint_manager(self.checkpoint)
+        self.best_manager = self.run_dir.best_manager(self.model)
         self.history: list[dict[str, Any]] = []
-        self.writer = tf.summary.create_file_writer(str(self.run_dir / "logs"))
-        self._train_step = None
+        self.writer = tf.summary.create_file_writer(str(self.run_dir.logs))
+        self.evaluator = Evaluator(
+            self.model,
+            self.dataset,
+            ks=config.ks,
+            batch_size=config.eval_batch_size,
+            max_length=config.max_length,
+        )
+        element_spec = strategy.experimental_distribute_dataset(self.train_dataset(0)).element_spec
+        self.train_step: Callable[[Any], tf.Tensor] = make_train_step(
+            self.model, self.optimizer, strategy, element_spec
+        )
+
+    def _start_from(self, init: str) -> None:
+        """Restores the transferable weights `--init` names and, to fine-tune, freezes."""
+        source, prefix = RunDir.resolve_init(init)
+        theirs = source.read_config().architecture()
+        ours = self.config.architecture()
+        if theirs != ours:
+            differences = {k: (ours[k], theirs[k]) for k in ours if ours[k] != theirs[k]}
+            raise ValueError(
+                f"--init {init}: architecture differs from that run's (ours, theirs): {differences}"
+            )
+        restore_transferable(self.model, prefix)
+        if self.config.stage_info.init == "fine_tune":
+            self.model.freeze_for_fine_tuning()
 
     # Training.
 
     def restore(self) -> bool:
-        """Resumes from the latest checkpoint of the run directory, if any."""
+        """Resumes from the latest checkpoint of the run folder, if any."""
         latest = self.manager.latest_checkpoint
         if latest is None:
             return False
         self.checkpoint.restore(latest).assert_existing_objects_matched()
-        if self.history_path.exists():
-            self.history = json.loads(self.history_path.read_text())
+        self.history = self.run_dir.read_history()
         return True
 
     def train_dataset(self, epoch: int) -> tf.data.Dataset:
         config = self.config
+        augmentation = None
+        if config.uses_seq_seq_view:
+            augmentation = Augmentation(config.item_drop_ratio, config.item_drop_prob)
         dataset = make_dataset(
-            self.info.path,
+            self.dataset,
             "train",
             batch_size=config.batch_size,
             max_len=config.max_length,
             shuffle=True,
             seed=config.seed + epoch,
             deterministic=True,
-            augment=config.stage == "pretrain" and config.seq_seq_weight > 0,
-            item_drop_ratio=config.item_drop_ratio,
-            item_drop_prob=config.item_drop_prob,
+            augmentation=augmentation,
         )
         if config.steps_per_epoch:
             dataset = dataset.take(config.steps_per_epoch)
         return dataset
 
     def steps_in_epoch(self) -> int:
-        steps = math.ceil(self.info.manifest["splits"]["train"] / self.config.batch_size)
+        steps = math.ceil(self.dataset.split_rows("train") / self.config.batch_size)
         return min(steps, self.config.steps_per_epoch or steps)
-
-    def _build_train_step(self, element_spec: Any) -> Any:
-        model, optimizer, strategy = self.model, self.optimizer, self.strategy
-
-        def replica_step(batch: dict[str, tf.Tensor]) -> tf.Tensor:
-            with tf.GradientTape() as tape:
-                loss = model.compute_loss(batch, training=True)
-            variables = model.trainable_variables
-            gradients = tape.gradient(loss, variables)
-            optimizer.apply_gradients(zip(gradients, variables, strict=True))
-            return loss
-
-        @tf.function(input_signature=[element_spec])
-        def train_step(batch: dict[str, tf.Tensor]) -> tf.Tensor:
-            losses = strategy.run(replica_step, args=(batch,))
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-
-        return train_step
 
     def run_epoch(self, stop: GracefulStop) -> tuple[float, int, float]:
         """Trains one epoch from the saved step; returns mean loss, examples and seconds."""
         epoch = int(self.epoch.numpy())
         dataset = self.train_dataset(epoch).skip(int(self.step.numpy()))
         distributed = self.strategy.experimental_distribute_dataset(dataset)
-        if self._train_step is None:
-            self._train_step = self._build_train_step(distributed.element_spec)
         progress = tf.keras.utils.Progbar(
             self.steps_in_epoch(), stateful_metrics=["loss"], verbose=1 if self.chief else 0
         )
@@ -203,7 +248,7 @@ class Trainer:
         total_loss, steps, examples = 0.0, 0, 0
         start = time.perf_counter()
         for batch in distributed:
-            loss = float(self._train_step(batch))
+            loss = float(self.train_step(batch))
             self.step.assign_add(1)
             total_loss += loss
             steps += 1
@@ -222,12 +267,12 @@ class Trainer:
         resumed = self.restore() if self.resume else False
         if resumed:
             print(
-                f"resuming {self.run_dir} at epoch {int(self.epoch.numpy()) + 1}, "
+                f"resuming {self.run_dir.path} at epoch {int(self.epoch.numpy()) + 1}, "
                 f"step {int(self.step.numpy())}",
                 flush=True,
             )
         elif self.chief:
-            config.save(self.run_dir / "config.yaml")
+            self.run_dir.write_config(config)
         replicas = self.strategy.num_replicas_in_sync
         print(f"training on {replicas} replica{'s' if replicas > 1 else ''}", flush=True)
         train_seconds, train_examples, eval_seconds, eval_passes = 0.0, 0, 0.0, 0
@@ -244,22 +289,16 @@ class Trainer:
                     self.manager.save()
                     raise SystemExit(
                         f"stopped by signal at epoch {epoch + 1}, step {int(self.step.numpy())}; "
-                        f"checkpoint saved in {self.run_dir}; rerun the same command to resume"
+                        f"checkpoint saved in {self.run_dir.path}; rerun the same command to "
+                        "resume"
                     )
                 record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss}
-                if config.stage == "pretrain":
+                if not config.stage_info.validates:
                     self.best_epoch.assign(epoch)
                     self.best_manager.save(checkpoint_number=epoch + 1)
                 else:
                     start = time.perf_counter()
-                    valid = evaluate(
-                        self.model,
-                        self.info,
-                        "valid",
-                        ks=config.ks,
-                        batch_size=config.eval_batch_size,
-                        max_length=config.max_length,
-                    )
+                    valid = self.evaluator("valid")
                     eval_seconds += time.perf_counter() - start
                     eval_passes += 1
                     record.update({f"valid_{k}": v for k, v in valid.items()})
@@ -287,7 +326,7 @@ class Trainer:
             for key, value in record.items():
                 if key != "epoch":
                     tf.summary.scalar(key, value)
-        write_json(self.history_path, self.history)
+        self.run_dir.write_history(self.history)
 
     def finish(
         self, train_examples: int, train_seconds: float, eval_seconds: float, eval_passes: int
@@ -295,7 +334,7 @@ class Trainer:
         config = self.config
         best = self.best_manager.latest_checkpoint
         if best:
-            tf.train.Checkpoint(model=self.model).restore(best).expect_partial()
+            tf.train.Checkpoint(model=self.model).restore(best).assert_existing_objects_matched()
         metrics: dict[str, Any] = {
             "stage": config.stage,
             "best_epoch": int(self.best_epoch.numpy()) + 1,
@@ -308,28 +347,13 @@ class Trainer:
             else None,
             "eval_seconds": round(eval_seconds / eval_passes, 3) if eval_passes else None,
         }
-        if config.stage != "pretrain":
+        if config.stage_info.validates:
             for split in ("valid", "test"):
-                results = evaluate(
-                    self.model,
-                    self.info,
-                    split,
-                    ks=config.ks,
-                    batch_size=config.eval_batch_size,
-                    max_length=config.max_length,
-                )
-                metrics[split] = results
+                metrics[split] = self.evaluator(split)
             print(format_metrics({s: metrics[s] for s in ("valid", "test")}, config.ks))
         if self.chief:
-            write_json(self.run_dir / "metrics.json", metrics)
+            self.run_dir.write_metrics(metrics)
         return metrics
-
-
-def write_json(path: pathlib.Path, data: Any) -> None:
-    """Writes JSON atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def train(
@@ -340,74 +364,22 @@ def train(
     return Trainer(config, strategy, resume=resume).fit()
 
 
-# The main job on a fresh machine: MovieLens-100K and a small, quick model.
-DEFAULT_JOB = {
-    "stage": "transductive",
-    "output": "runs/movielens",
-    "hidden_dim": 64,
-    "max_length": 30,
-    "epochs": 3,
-}
-
-
-def default_dataset() -> str:
-    """Builds MovieLens-100K and its MiniLM text features in the cache, if missing."""
-    from data_pipeline.build import build
-    from data_pipeline.encode_text import encode_dataset
-    from data_pipeline.sources.movielens import cache_dir
-
-    data_dir = cache_dir() / "datasets" / "ml-100k"
-    print(f"dataset: MovieLens-100K in {data_dir}", flush=True)
-    build([], data_dir)
-    encode_dataset(data_dir)
-    return str(data_dir)
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    config, args = parse_args(argv)
-    strategy = make_strategy(config)
-    default_job = config.data is None
-    if default_job:
-        config, args = parse_args(argv, defaults={**DEFAULT_JOB, "data": default_dataset()})
-    print(json.dumps(dataclasses.asdict(config), default=list), flush=True)
+    given, args = parse_flags(sys.argv[1:] if argv is None else argv)
+    if "data" not in given:
+        from tf_unisrec import main_job
+
+        return main_job.main(given, resume=args.resume)
     try:
-        metrics = train(config, resume=args.resume, strategy=strategy)
-    except (DataError, FileNotFoundError, ValueError) as error:
+        config = TrainConfig.from_dict(given)
+        strategy = make_strategy(config)
+        config = inherit_architecture(config, set(given))
+        print(json.dumps(dataclasses.asdict(config), default=list), flush=True)
+        train(config, resume=args.resume, strategy=strategy)
+    except (DataError, RunError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if default_job and is_chief(strategy):
-        report_default_job(config, metrics)
     return 0
-
-
-def report_default_job(config: TrainConfig, metrics: dict[str, Any]) -> None:
-    """Exports the run for TF-Serving and prints where everything went."""
-    from data_pipeline.dataset import load_dataset
-    from export.saved_model import export_saved_model
-
-    run = pathlib.Path(config.output).resolve()
-    base_path = run / "serving" / "unisrec"
-    export = export_saved_model(run, base_path)
-    example = " ".join(str(i) for i in load_dataset(config.data).item_ids[1:3])
-    print()
-    print(
-        f"test recall@10 {metrics['test']['recall@10']:.4f}, ndcg@10 "
-        f"{metrics['test']['ndcg@10']:.4f} (full ranking over all items)"
-    )
-    print(f"run directory      {run}")
-    print(f"metrics            {run / 'metrics.json'}")
-    print(f"TensorBoard        tensorboard --logdir {run / 'logs'}")
-    print(f"SavedModel         {export.path}  ({', '.join(export.signatures)})")
-    print(f"TF-Serving config  {export.models_config}")
-    print(
-        f"serve locally      python -m export.serve --port 8500 --model_name unisrec "
-        f"--model_base_path {base_path}"
-    )
-    print(
-        f"query              python -m export.client --server 127.0.0.1:8500 --model unisrec "
-        f"--history {example} --k 10"
-    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import dataclasses
 import pathlib
 from typing import Literal
 
-SPLITS = ("train", "valid", "test")
+from data_pipeline.dataset import SPLITS
+
+__all__ = ["SPLITS", "Row", "SourceData"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 import shutil
@@ -12,6 +11,7 @@ import tempfile
 import zipfile
 
 from data_pipeline.errors import DataError
+from data_pipeline.fileio import sha256_file
 
 WHEEL = "recbole-1.2.1-py3-none-any.whl"
 WHEEL_REQUIREMENT = "recbole==1.2.1"
@@ -23,14 +23,6 @@ DATASET = "ml-100k"
 def cache_dir() -> pathlib.Path:
     """$TF_UNISREC_CACHE, else ~/.cache/tf_unisrec."""
     return pathlib.Path(os.environ.get("TF_UNISREC_CACHE", "~/.cache/tf_unisrec")).expanduser()
-
-
-def sha256_file(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ensure_movielens(cache: pathlib.Path | None = None) -> pathlib.Path:

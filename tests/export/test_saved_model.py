@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import unisrec_factory
-from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    message_factory,
-    text_format,
-    wrappers_pb2,
-)
+from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from export.saved_model import export_saved_model, load_trained_model, main, next_version
-from export.signatures import DEFAULT_K
+from export.contract import DEFAULT_K, SERVING_DEFAULT, SIGNATURES, WARMUP_FILE
+from export.saved_model import (
+    MODELS_CONFIG,
+    export_saved_model,
+    load_trained_model,
+    main,
+    next_version,
+)
 
 RELOAD_SCRIPT = textwrap.dedent(
     """
@@ -119,29 +119,22 @@ def reloaded(export, trained, tmp_path_factory) -> tuple[dict, dict[str, np.ndar
 
 
 def test_layout(export) -> None:
-    base = pathlib.Path(export.path).parent
+    path = pathlib.Path(export.path)
     assert export.version == 1
-    assert sorted(os.listdir(base)) == ["1"]
-    assert (pathlib.Path(export.path) / "saved_model.pb").is_file()
-    assert (pathlib.Path(export.path) / "assets" / "item_ids.txt").is_file()
-    assert export.signatures == (
-        "encode_items",
-        "encode_sequence",
-        "recommend_from_texts",
-        "serving_default",
-    )
+    assert sorted(os.listdir(path.parent)) == ["1"]
+    expected = {"assets", "assets.extra", "saved_model.pb", "variables"}
+    assert expected <= set(os.listdir(path)) <= expected | {"fingerprint.pb"}  # nothing stray
+    assert (path / "assets" / "item_ids.txt").is_file()
+    assert export.signatures == tuple(sorted(SIGNATURES))
+    assert sorted(os.listdir(path.parents[1])) == [MODELS_CONFIG, "unisrec"]
 
 
+@pytest.mark.slow
 def test_fresh_process_imports_only_tensorflow(reloaded) -> None:
     _, outputs = reloaded
     modules = set(outputs["modules"].tolist())
     assert not modules & {"tf_unisrec", "export", "keras_hub", "tensorflow_recommenders"}
-    assert sorted(outputs["signatures"].tolist()) == [
-        "encode_items",
-        "encode_sequence",
-        "recommend_from_texts",
-        "serving_default",
-    ]
+    assert sorted(outputs["signatures"].tolist()) == sorted(SIGNATURES)
 
 
 @pytest.mark.parametrize("exclude", [False, True])
@@ -209,7 +202,7 @@ def test_recommend_from_texts_matches_ids(reloaded) -> None:
 
 
 def test_warmup_requests_cover_every_signature(export) -> None:
-    path = pathlib.Path(export.path) / "assets.extra" / "tf_serving_warmup_requests"
+    path = pathlib.Path(export.path) / WARMUP_FILE
     signatures = []
     for record in tf.data.TFRecordDataset(str(path)):
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
@@ -218,69 +211,15 @@ def test_warmup_requests_cover_every_signature(export) -> None:
     assert set(signatures) == set(export.signatures)
 
 
-def _batching_parameters_type():
-    """BatchingParameters as tensorflow_model_server defines it (not in the Python package)."""
-    int64 = ".google.protobuf.Int64Value"
-    fields = [
-        ("max_batch_size", 1, int64),
-        ("batch_timeout_micros", 2, int64),
-        ("max_enqueued_batches", 3, int64),
-        ("num_batch_threads", 4, int64),
-        ("thread_pool_name", 5, ".google.protobuf.StringValue"),
-    ]
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="test_session_bundle_config.proto",
-        package="tensorflow.serving.test",
-        dependency=["google/protobuf/wrappers.proto"],
-        syntax="proto3",
-    )
-    message = proto.message_type.add(name="BatchingParameters")
-    optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-    for name, number, type_name in fields:
-        message.field.add(
-            name=name,
-            number=number,
-            label=optional,
-            type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-            type_name=type_name,
-        )
-    message.field.add(
-        name="allowed_batch_sizes",
-        number=6,
-        label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
-    )
-    message.field.add(
-        name="pad_variable_length_inputs",
-        number=7,
-        label=optional,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(
-        descriptor_pb2.FileDescriptorProto.FromString(
-            wrappers_pb2.DESCRIPTOR.serialized_pb
-        ).SerializeToString()
-    )
-    pool.Add(proto)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.serving.test.BatchingParameters")
-    )
-
-
-def test_models_config_and_batching_parameters(export) -> None:
+def test_models_config_and_no_batching_parameters(export) -> None:
     config = model_server_config_pb2.ModelServerConfig()
     text_format.Parse(pathlib.Path(export.models_config).read_text(), config)
     (entry,) = config.model_config_list.config
     assert entry.name == "unisrec"
     assert entry.base_path == str(pathlib.Path(export.path).parent)
     assert entry.model_platform == "tensorflow"
-    parameters = text_format.Parse(
-        pathlib.Path(export.batching_parameters).read_text(), _batching_parameters_type()()
-    )
-    assert parameters.max_batch_size.value > 0
-    assert parameters.num_batch_threads.value > 0
-    assert not parameters.pad_variable_length_inputs
+    # No signature can be batched by TF-Serving, so the export writes no batching file.
+    assert not (pathlib.Path(export.models_config).parent / "batching_parameters.txt").exists()
 
 
 def test_next_version_and_refusal_to_overwrite(export, tmp_path, capsys) -> None:
@@ -298,7 +237,39 @@ def test_next_version_and_refusal_to_overwrite(export, tmp_path, capsys) -> None
 def test_default_k_is_in_signature_def(export) -> None:
     from export.serve import read_meta_graph
 
-    signature = read_meta_graph(export.path).signature_def["serving_default"]
+    signature = read_meta_graph(export.path).signature_def[SERVING_DEFAULT]
     assert tf.make_ndarray(signature.defaults["k"]) == DEFAULT_K
     assert not tf.make_ndarray(signature.defaults["exclude_history"])
     assert set(signature.outputs) == {"item_ids", "scores", "item_texts", "unknown_items"}
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.slow
+def test_next_export_removes_staging_folders_of_killed_exports(export, tmp_path) -> None:
+    base = tmp_path / "models" / "unisrec"
+    stale = base / f".3.staging-{_dead_pid()}-x"
+    (stale / "variables").mkdir(parents=True)
+    (stale / "saved_model.pb").write_bytes(b"half written")
+    result = export_saved_model(unisrec_factory.run_dir_of(export), base, max_k=12)
+    assert result.version == 1
+    assert sorted(os.listdir(base)) == ["1"]
+    assert (base / "1" / "saved_model.pb").is_file()
+
+
+@pytest.mark.slow
+def test_failed_export_leaves_no_version(export, tmp_path, monkeypatch) -> None:
+    import export.saved_model as saved_model
+
+    def fail(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(saved_model, "write_warmup_file", fail)
+    base = tmp_path / "unisrec"
+    with pytest.raises(OSError, match="disk full"):
+        export_saved_model(unisrec_factory.run_dir_of(export), base, max_k=12)
+    assert os.listdir(base) == []

@@ -27,13 +27,24 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from export.contract import (
+    DEFAULT_K,
+    ENCODE_ITEMS,
+    ENCODE_SEQUENCE,
+    PREDICT_METHOD,
+    RECOMMEND_FROM_TEXTS,
+    SERVING_DEFAULT,
+    SIGNATURES,
+    TOP_K,
+)
 from export.serve import ModelServer, ModelSource, read_model_config_file
-from export.testing import (
-    TOY_DEFAULT_K,
+from export.server_process import ModelServerProcess
+
+from .toy_model import (
     TOY_DIM,
     TOY_ITEM_IDS,
     TOY_ITEM_TEXTS,
-    ModelServerProcess,
+    toy_warmup_request,
     write_toy_saved_model,
 )
 
@@ -46,15 +57,16 @@ SKIP_REAL = (
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 OK = grpc.StatusCode.OK
 
+# (dtype, rank) of every input alias, by signature.
 SIGNATURE_INPUTS: dict[str, dict[str, tuple[tf.DType, int]]] = {
-    "serving_default": {"history": (tf.string, 2), "k": (tf.int32, 0)},
-    "encode_items": {"texts": (tf.string, 1)},
-    "recommend_from_texts": {"history_texts": (tf.string, 2), "k": (tf.int32, 0)},
-    "encode_sequence": {"history": (tf.string, 2)},
+    name: {t.alias: (tf.dtypes.as_dtype(t.dtype), len(t.shape)) for t in signature.inputs}
+    for name, signature in SIGNATURES.items()
 }
+OPTIONAL = {alias for signature in SIGNATURES.values() for alias in signature.defaults}
 GOOD_VALUES: dict[str, object] = {
     "history": [[TOY_ITEM_IDS[0], TOY_ITEM_IDS[1]]],
     "k": 3,
+    "exclude_history": True,
     "texts": [TOY_ITEM_TEXTS[0]],
     "history_texts": [[TOY_ITEM_TEXTS[0], TOY_ITEM_TEXTS[6]]],
 }
@@ -101,17 +113,12 @@ def served(
         stop()
 
 
-def make_request(
-    signature: str = "serving_default", **inputs: object
-) -> predict_pb2.PredictRequest:
+def make_request(signature: str = SERVING_DEFAULT, **inputs: object) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL
     request.model_spec.signature_name = signature
     for alias, value in inputs.items():
-        dtype = None
-        for spec in SIGNATURE_INPUTS.values():
-            if alias in spec:
-                dtype = spec[alias][0]
+        dtype = SIGNATURE_INPUTS[signature][alias][0]
         request.inputs[alias].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
     return request
 
@@ -139,25 +146,53 @@ def test_serving_default_round_trip(served: Served) -> None:
     assert np.all(np.diff(out["scores"], axis=1) <= 1e-6)
     assert out["unknown_items"].tolist() == [1, 0]
     assert {v.decode() for v in out["item_ids"].ravel()} <= set(TOY_ITEM_IDS)
+    texts = dict(zip(TOY_ITEM_IDS, TOY_ITEM_TEXTS, strict=True))
+    assert [t.decode() for t in out["item_texts"][0]] == [
+        texts[i.decode()] for i in out["item_ids"][0]
+    ]
     assert response.model_spec.name == MODEL
     assert response.model_spec.version.value == 1
-    assert response.model_spec.signature_name == "serving_default"
+    assert response.model_spec.signature_name == SERVING_DEFAULT
 
 
-def test_k_falls_back_to_the_signature_default(served: Served) -> None:
-    out = outputs(served.predict.Predict(make_request(history=[[TOY_ITEM_IDS[3]]]), timeout=10))
-    assert out["item_ids"].shape == (1, TOY_DEFAULT_K)
+def test_k_and_exclude_history_fall_back_to_the_signature_defaults(served: Served) -> None:
+    history = [[TOY_ITEM_IDS[3]]]
+    out = outputs(served.predict.Predict(make_request(history=history), timeout=10))
+    assert out["item_ids"].shape == (1, DEFAULT_K)
+    assert out["item_ids"][0, 0].decode() == TOY_ITEM_IDS[3]  # its own item is not excluded
+
+
+def test_exclude_history_drops_the_history_items(served: Served) -> None:
+    history = [[TOY_ITEM_IDS[3], TOY_ITEM_IDS[8], "unknown-id"]]
+    request = make_request(history=history, k=len(TOY_ITEM_IDS) - 2, exclude_history=True)
+    out = outputs(served.predict.Predict(request, timeout=10))
+    ids = {v.decode() for v in out["item_ids"][0]}
+    assert ids == set(TOY_ITEM_IDS) - {TOY_ITEM_IDS[3], TOY_ITEM_IDS[8]}
+
+
+def test_rows_without_known_items_are_empty(served: Served) -> None:
+    history = [["", ""], ["unknown-id", ""], [TOY_ITEM_IDS[0], ""]]
+    out = outputs(served.predict.Predict(make_request(history=history, k=2), timeout=10))
+    assert out["item_ids"][:2].tolist() == [[b"", b""]] * 2
+    assert out["item_texts"][:2].tolist() == [[b"", b""]] * 2
+    assert np.all(np.isneginf(out["scores"][:2])) and np.all(np.isfinite(out["scores"][2]))
+    assert out["unknown_items"].tolist() == [0, 1, 0]
+    sequence = outputs(
+        served.predict.Predict(make_request(ENCODE_SEQUENCE, history=history), timeout=10)
+    )
+    np.testing.assert_array_equal(sequence["vectors"][:2], 0.0)
+    assert sequence["unknown_items"].tolist() == [0, 1, 0]
 
 
 def test_empty_signature_name_means_serving_default(served: Served) -> None:
     request = make_request(history=[[TOY_ITEM_IDS[0]]], k=2)
     request.model_spec.ClearField("signature_name")
     response = served.predict.Predict(request, timeout=10)
-    assert response.model_spec.signature_name == "serving_default"
+    assert response.model_spec.signature_name == SERVING_DEFAULT
 
 
 def test_encode_items_round_trip(served: Served) -> None:
-    out = outputs(served.predict.Predict(make_request("encode_items", texts=TOY_ITEM_TEXTS[:3])))
+    out = outputs(served.predict.Predict(make_request(ENCODE_ITEMS, texts=TOY_ITEM_TEXTS[:3])))
     vectors = out["vectors"]
     assert vectors.shape == (3, TOY_DIM) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
@@ -166,7 +201,7 @@ def test_encode_items_round_trip(served: Served) -> None:
 def test_recommend_from_texts_agrees_with_ids(served: Served) -> None:
     by_text = outputs(
         served.predict.Predict(
-            make_request("recommend_from_texts", history_texts=[[TOY_ITEM_TEXTS[4]]], k=5)
+            make_request(RECOMMEND_FROM_TEXTS, history_texts=[[TOY_ITEM_TEXTS[4]]], k=5)
         )
     )
     by_id = outputs(served.predict.Predict(make_request(history=[[TOY_ITEM_IDS[4]]], k=5)))
@@ -178,14 +213,14 @@ def test_recommend_from_texts_agrees_with_ids(served: Served) -> None:
 def test_encode_sequence_round_trip(served: Served) -> None:
     out = outputs(
         served.predict.Predict(
-            make_request("encode_sequence", history=[[TOY_ITEM_IDS[0]], [TOY_ITEM_IDS[1]]])
+            make_request(ENCODE_SEQUENCE, history=[[TOY_ITEM_IDS[0]], [TOY_ITEM_IDS[1]]])
         )
     )
     assert out["vectors"].shape == (2, TOY_DIM)
 
 
 def test_output_filter_returns_only_the_named_outputs(served: Served) -> None:
-    request = good_request("serving_default")
+    request = good_request(SERVING_DEFAULT)
     request.output_filter.append("scores")
     assert set(served.predict.Predict(request).outputs) == {"scores"}
 
@@ -193,7 +228,7 @@ def test_output_filter_returns_only_the_named_outputs(served: Served) -> None:
 def test_concurrent_requests(served: Served) -> None:
     import concurrent.futures
 
-    request = good_request("serving_default")
+    request = good_request(SERVING_DEFAULT)
     expected = outputs(served.predict.Predict(request))["item_ids"]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: served.predict.Predict(request, timeout=30), range(64)))
@@ -217,15 +252,15 @@ def test_metadata_lists_the_signatures(served: Served) -> None:
     response.metadata["signature_def"].Unpack(signature_map)
     signatures = signature_map.signature_def
     assert set(SIGNATURE_INPUTS) <= set(signatures)
-    for name, inputs in SIGNATURE_INPUTS.items():
-        assert set(signatures[name].inputs) == set(inputs)
-        assert signatures[name].method_name == "tensorflow/serving/predict"
-        for alias, (dtype, rank) in inputs.items():
+    for name, signature in SIGNATURES.items():
+        assert set(signatures[name].inputs) == set(SIGNATURE_INPUTS[name])
+        assert signatures[name].method_name == PREDICT_METHOD
+        for alias, (dtype, rank) in SIGNATURE_INPUTS[name].items():
             info = signatures[name].inputs[alias]
             assert info.dtype == dtype.as_datatype_enum
             assert len(info.tensor_shape.dim) == rank
-    assert set(signatures["serving_default"].outputs) == {"item_ids", "scores", "unknown_items"}
-    assert "k" in signatures["serving_default"].defaults
+        assert set(signatures[name].outputs) == {t.alias for t in signature.outputs}
+        assert set(signatures[name].defaults) == set(signature.defaults)
     assert response.model_spec.name == MODEL and response.model_spec.version.value == 1
 
 
@@ -344,26 +379,33 @@ def _malformed_cases() -> list[Case]:
             proto_case("huge-dim", lambda p: p.tensor_shape.dim.add(size=2**40))
             if dtype == tf.string:
                 proto_case("too-many-values", lambda p: p.string_val.extend([b"x"] * 5))
+            elif dtype == tf.bool:
+                proto_case("too-many-values", lambda p: p.bool_val.extend([True] * 3))
             else:
                 proto_case("too-many-values", lambda p: p.int_val.extend([1, 2, 3]))
 
         for alias, (_, _) in inputs.items():
             request = good_request(sig)
             del request.inputs[alias]
-            add(f"missing-{sig}-{alias}", request, OK if alias == "k" else INVALID)
+            add(f"missing-{sig}-{alias}", request, OK if alias in OPTIONAL else INVALID)
         request = good_request(sig)
         request.inputs.clear()
         add(f"no-inputs-{sig}", request, INVALID)
-        for extra in ["extra", "K", "history_", "texts" if sig != "encode_items" else "history"]:
+        if OPTIONAL & set(inputs):
+            request = good_request(sig)
+            for alias in OPTIONAL & set(inputs):
+                del request.inputs[alias]
+            add(f"only-required-{sig}", request, OK)
+        for extra in ["extra", "K", "history_", "texts" if sig != ENCODE_ITEMS else "history"]:
             request = good_request(sig)
             request.inputs[extra].CopyFrom(tf.make_tensor_proto([b"x"]))
             add(f"extra-{sig}-{extra}", request, INVALID)
-        if "k" in inputs:
+        if TOP_K.alias in inputs:
             request = good_request(sig)
-            del request.inputs["k"]
+            del request.inputs[TOP_K.alias]
             request.inputs["kk"].CopyFrom(tf.make_tensor_proto(3, dtype=tf.int32))
             add(f"misnamed-{sig}-kk", request, INVALID)
-        for bad_filter in [["nope"], ["vectors" if "k" in inputs else "item_ids"]]:
+        for bad_filter in [["nope"], ["vectors" if TOP_K.alias in inputs else "item_ids"]]:
             request = good_request(sig)
             request.output_filter.extend(bad_filter)
             add(f"output-filter-{sig}-{bad_filter[0]}", request, INVALID)
@@ -391,7 +433,7 @@ def _malformed_cases() -> list[Case]:
             request = good_request(sig)
             value = [raw, TOY_ITEM_IDS[0].encode()] if string_rank == 1 else [[raw, b""]]
             request.inputs[string_alias].CopyFrom(tf.make_tensor_proto(value, dtype=tf.string))
-            add(f"non-utf8-{sig}-{i}", request, INVALID if sig == "encode_items" else OK)
+            add(f"non-utf8-{sig}-{i}", request, INVALID if sig == ENCODE_ITEMS else OK)
         for shape in [(0,), (0, 0), (0, 3)]:
             if len(shape) != string_rank:
                 continue
@@ -400,21 +442,22 @@ def _malformed_cases() -> list[Case]:
                 tf.make_tensor_proto(np.zeros(shape, dtype=object), dtype=tf.string)
             )
             add(f"empty-batch-{sig}-{shape}", request, OK)
-        if "k" in inputs:
-            for k in [21, 100, 10**6, 2**31 - 1, -1, -(2**31)]:
+        if TOP_K.alias in inputs:
+            too_many = len(TOY_ITEM_IDS) + 1
+            for k in [0, too_many, 100, 10**6, 2**31 - 1, -1, -(2**31)]:
                 request = good_request(sig)
-                request.inputs["k"].CopyFrom(tf.make_tensor_proto(k, dtype=tf.int32))
+                request.inputs[TOP_K.alias].CopyFrom(tf.make_tensor_proto(k, dtype=tf.int32))
                 add(f"k-{sig}-{k}", request, INVALID)
-            for k in [0, 1, len(TOY_ITEM_IDS)]:
+            for k in [1, len(TOY_ITEM_IDS)]:
                 request = good_request(sig)
-                request.inputs["k"].CopyFrom(tf.make_tensor_proto(k, dtype=tf.int32))
+                request.inputs[TOP_K.alias].CopyFrom(tf.make_tensor_proto(k, dtype=tf.int32))
                 add(f"k-{sig}-{k}", request, OK)
 
     for name in ["Serving_Default", "predict", "serving_default ", "__saved_model_init_op", "x"]:
-        request = good_request("serving_default")
+        request = good_request(SERVING_DEFAULT)
         request.model_spec.signature_name = name
         add(f"signature-{name!r}", request, grpc.StatusCode.FAILED_PRECONDITION)
-    request = good_request("serving_default")
+    request = good_request(SERVING_DEFAULT)
     request.ClearField("model_spec")
     add("no-model-spec", request, INVALID)
     return cases
@@ -466,16 +509,16 @@ def test_picks_up_a_new_version_and_unloads_the_old(tmp_path: pathlib.Path) -> N
     with ModelServer([ModelSource(MODEL, str(base))], port=0, poll_wait_seconds=0.2) as server:
         channel = grpc.insecure_channel(server.address)
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        before = stub.Predict(good_request("encode_items"), timeout=10)
+        before = stub.Predict(good_request(ENCODE_ITEMS), timeout=10)
         assert before.model_spec.version.value == 1
 
         write_toy_saved_model(str(base), 2, seed=2)
         assert wait_for(lambda: server.manager.loaded_versions(MODEL) == [2])
-        after = stub.Predict(good_request("encode_items"), timeout=10)
+        after = stub.Predict(good_request(ENCODE_ITEMS), timeout=10)
         assert after.model_spec.version.value == 2
         assert not np.allclose(outputs(before)["vectors"], outputs(after)["vectors"])
 
-        old = good_request("encode_items")
+        old = good_request(ENCODE_ITEMS)
         old.model_spec.version.value = 1
         with pytest.raises(grpc.RpcError) as info:
             stub.Predict(old, timeout=10)
@@ -498,7 +541,7 @@ def test_picks_up_a_new_version_and_unloads_the_old(tmp_path: pathlib.Path) -> N
             )
 
         assert wait_for(version_3_failed)
-        assert stub.Predict(good_request("encode_items")).model_spec.version.value == 2
+        assert stub.Predict(good_request(ENCODE_ITEMS)).model_spec.version.value == 2
         channel.close()
 
 
@@ -532,7 +575,7 @@ model_config_list {
         assert server.manager.loaded_versions("a") == [1, 2]
 
         def version_of(model: str, **spec: object) -> int:
-            request = good_request("encode_items")
+            request = good_request(ENCODE_ITEMS)
             request.model_spec.name = model
             for field, value in spec.items():
                 if field == "version":
@@ -552,13 +595,11 @@ model_config_list {
 
 
 def test_version_whose_warmup_fails_is_not_served(tmp_path: pathlib.Path) -> None:
-    from export.testing import toy_warmup_request
-
     base = tmp_path / "model"
     write_toy_saved_model(str(base), 1)
     with ModelServer([ModelSource(MODEL, str(base))], port=0, poll_wait_seconds=0.2) as server:
         bad = toy_warmup_request()
-        bad.inputs["k"].CopyFrom(tf.make_tensor_proto(1000, dtype=tf.int32))
+        bad.inputs[TOP_K.alias].CopyFrom(tf.make_tensor_proto(1000, dtype=tf.int32))
         write_toy_saved_model(str(base), 2, warmup=[bad])
         statuses = server.manager.version_statuses
         assert wait_for(
@@ -568,6 +609,7 @@ def test_version_whose_warmup_fails_is_not_served(tmp_path: pathlib.Path) -> Non
         assert server.manager.loaded_versions(MODEL) == [1]
 
 
+@pytest.mark.slow
 def test_cli_serves_and_stops_on_sigterm(
     toy_base_path: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:

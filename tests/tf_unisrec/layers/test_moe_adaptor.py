@@ -1,6 +1,7 @@
 import numpy as np
 import numpy_reference as ref
 import tensorflow as tf
+from round_trips import assert_config_round_trip, assert_saved_model_round_trip
 
 from tf_unisrec.layers import MoEAdaptor
 
@@ -55,8 +56,7 @@ def test_ablations():
 
 def test_config_round_trip():
     adaptor = MoEAdaptor(output_dim=5, num_experts=2, dropout=0.1, gating=False, seed=3)
-    clone = MoEAdaptor.from_config(adaptor.get_config())
-    assert clone.get_config() == adaptor.get_config()
+    assert_config_round_trip(adaptor)
 
 
 def test_saved_model_round_trip(tmp_path):
@@ -64,11 +64,4 @@ def test_saved_model_round_trip(tmp_path):
     x = tf.random.normal([2, 6])
     adaptor(x)
     _randomize(adaptor, np.random.default_rng(1))
-    module = tf.Module()
-    module.adaptor = adaptor
-    module.f = tf.function(
-        lambda v: adaptor(v, training=False), input_signature=[tf.TensorSpec([None, 6])]
-    )
-    tf.saved_model.save(module, str(tmp_path))
-    loaded = tf.saved_model.load(str(tmp_path))
-    np.testing.assert_allclose(loaded.f(x), adaptor(x), rtol=1e-6)
+    assert_saved_model_round_trip(adaptor, [x], tmp_path)

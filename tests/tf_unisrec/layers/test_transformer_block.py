@@ -1,6 +1,7 @@
 import numpy as np
 import numpy_reference as ref
 import tensorflow as tf
+from round_trips import assert_config_round_trip
 
 from tf_unisrec.layers import TransformerBlock
 
@@ -45,4 +46,4 @@ def test_rejects_indivisible_heads():
 
 def test_config_round_trip():
     block = TransformerBlock(num_heads=4, intermediate_dim=32, dropout=0.1, attention_dropout=0.2)
-    assert TransformerBlock.from_config(block.get_config()).get_config() == block.get_config()
+    assert_config_round_trip(block)

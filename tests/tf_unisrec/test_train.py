@@ -12,27 +12,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 from unisrec_factory import write_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TINY = [
-    "--hidden-dim",
-    "16",
-    "--num-layers",
-    "1",
-    "--num-heads",
-    "2",
-    "--intermediate-dim",
-    "16",
-    "--max-length",
-    "5",
-    "--num-experts",
-    "2",
-    "--batch-size",
-    "8",
-    "--eval-batch-size",
-    "64",
-]
+ARCHITECTURE = ["--hidden-dim", "16", "--num-layers", "1", "--num-heads", "2",
+                "--intermediate-dim", "16", "--max-length", "5", "--num-experts", "2"]  # fmt: skip
+TINY = [*ARCHITECTURE, "--batch-size", "8", "--eval-batch-size", "64"]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +26,10 @@ def data_dir(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("tiny"))
 
 
-def run_train(args, **kwargs):
+def run_train(args, tiny=TINY, **kwargs):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", "tf_unisrec.train", *TINY, *args],
+        [sys.executable, "-m", "tf_unisrec.train", *tiny, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -104,6 +90,7 @@ def test_train_writes_run_directory(data_dir, tmp_path):
     assert reported["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_state(data_dir, tmp_path):
     common = ["--data", str(data_dir), "--stage", "pretrain", "--epochs", "4", "--batch-size", "4"]
     finish(run_train([*common, "--output", str(tmp_path / "whole")]))
@@ -130,6 +117,7 @@ def test_killed_run_resumes_to_the_same_state(data_dir, tmp_path):
             np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_pretrained_trains_only_adaptor_norm_and_ids(data_dir, tmp_path):
     pretrained = tmp_path / "pretrain"
     finish(
@@ -175,6 +163,36 @@ def test_fine_tuning_from_pretrained_trains_only_adaptor_norm_and_ids(data_dir, 
     assert ids and not any(k in before for k in ids)
 
 
+@pytest.mark.slow
+def test_init_takes_the_source_architecture(data_dir, tmp_path):
+    pretrained = tmp_path / "pretrain"
+    common = ["--data", str(data_dir), "--epochs", "1"]
+    finish(run_train([*common, "--stage", "pretrain", "--output", str(pretrained)]))
+    # A second pre-training continues from the first: same weights to start, nothing frozen.
+    again = tmp_path / "again"
+    finish(
+        run_train(
+            [*common, "--stage", "pretrain", "--init", str(pretrained), "--output", str(again)],
+            tiny=["--batch-size", "8"],
+        )
+    )
+    config = yaml.safe_load((again / "config.yaml").read_text())
+    assert config["hidden_dim"] == 16 and config["num_experts"] == 2
+    assert config["data"] == str(data_dir.absolute()) and config["init"] == str(pretrained)
+    first, second = checkpoint_values(pretrained / "best"), checkpoint_values(again / "best")
+    blocks = [k for k in first if "sequence_encoder" in k and "block" in k and "kernel" in k]
+    assert blocks and any(not np.array_equal(first[k], second[k]) for k in blocks)
+
+    conflict = run_train(
+        [*common, "--stage", "inductive", "--init", str(pretrained), "--hidden-dim", "32",
+         "--output", str(tmp_path / "conflict")],
+        tiny=[],
+    )  # fmt: skip
+    out, _ = conflict.communicate(timeout=120)
+    assert conflict.returncode == 2 and "--hidden-dim 32 (the run has 16)" in out, out
+    assert "Traceback" not in out
+
+
 def test_init_from_a_missing_run_is_a_clear_error(data_dir, tmp_path):
     process = run_train(
         [
@@ -210,6 +228,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.slow
 def test_multi_worker_mirrored_strategy_trains_on_loopback(data_dir, tmp_path):
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     processes = []
@@ -249,6 +268,7 @@ def test_multi_worker_mirrored_strategy_trains_on_loopback(data_dir, tmp_path):
     assert metrics["epochs_run"] == 1
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_logical_cpus(data_dir, tmp_path):
     out = finish(
         run_train(

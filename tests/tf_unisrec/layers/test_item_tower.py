@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from round_trips import assert_config_round_trip
 
 from tf_unisrec.layers import ItemTower
 
@@ -61,4 +62,4 @@ def test_rejects_bad_feature_shapes_and_modes():
 
 def test_config_round_trip():
     tower = ItemTower(num_items=9, hidden_dim=8, mode="text+id", text_dim=5, num_experts=2)
-    assert ItemTower.from_config(tower.get_config()).get_config() == tower.get_config()
+    assert_config_round_trip(tower)

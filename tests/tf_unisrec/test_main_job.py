@@ -8,14 +8,15 @@ import sys
 
 import pytest
 
+from data_pipeline.dataset import DatasetDir
 from export.client import ServingClient
-from export.testing import ModelServerProcess
+from export.server_process import ModelServerProcess
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_default_job_trains_exports_and_serves(tmp_path, pypi):
+def test_main_job_trains_exports_and_serves(tmp_path, pypi):
     env = {**os.environ, "TF_UNISREC_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
     shortened = [
         "--epochs",
@@ -50,8 +51,8 @@ def test_default_job_trains_exports_and_serves(tmp_path, pypi):
     )
     server.start()
     try:
-        items = (tmp_path / "cache" / "datasets" / "ml-100k" / "items.tsv").read_text()
-        item_ids = [line.split("\t")[2] for line in items.splitlines()[2:5]]
+        dataset = DatasetDir.open(tmp_path / "cache" / "datasets" / "ml-100k")
+        item_ids = [str(i) for i in dataset.item_ids[1:4]]
         answer = ServingClient(server.address, "unisrec").recommend([item_ids], k=5)
         assert len(answer.item_ids[0]) == 5 and all(answer.item_ids[0])
     finally:

@@ -1,6 +1,7 @@
 import numpy as np
 import numpy_reference as ref
 import tensorflow as tf
+from round_trips import assert_config_round_trip, assert_saved_model_round_trip
 
 from tf_unisrec.layers import SequenceEncoder
 
@@ -41,20 +42,16 @@ def test_trimming_padding_is_exact():
 
 def test_config_round_trip():
     encoder = SequenceEncoder(num_layers=3, num_heads=4, intermediate_dim=64, max_length=20)
-    assert SequenceEncoder.from_config(encoder.get_config()).get_config() == encoder.get_config()
+    assert_config_round_trip(encoder)
 
 
 def test_saved_model_round_trip(tmp_path):
     encoder = SequenceEncoder(intermediate_dim=16, max_length=10)
-    x = tf.random.normal([2, 5, 8])
-    length = tf.constant([5, 2])
-    expected = encoder(x, length=length)
-    module = tf.Module()
-    module.encoder = encoder
-    module.f = tf.function(
-        lambda v, n: encoder(v, length=n, training=False),
-        input_signature=[tf.TensorSpec([None, None, 8]), tf.TensorSpec([None], tf.int32)],
+    assert_saved_model_round_trip(
+        encoder,
+        [tf.random.normal([2, 5, 8]), tf.constant([5, 2])],
+        tmp_path,
+        call=lambda v, n: encoder(v, length=n, training=False),
+        rtol=1e-5,
+        atol=1e-6,
     )
-    tf.saved_model.save(module, str(tmp_path))
-    loaded = tf.saved_model.load(str(tmp_path))
-    np.testing.assert_allclose(loaded.f(x, length), expected, rtol=1e-5, atol=1e-6)

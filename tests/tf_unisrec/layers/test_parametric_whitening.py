@@ -1,6 +1,7 @@
 import numpy as np
 import numpy_reference as ref
 import tensorflow as tf
+from round_trips import assert_config_round_trip, assert_saved_model_round_trip
 
 from tf_unisrec.layers import ParametricWhitening
 
@@ -32,19 +33,9 @@ def test_without_centering_is_linear():
 
 def test_config_round_trip():
     layer = ParametricWhitening(output_dim=7, dropout=0.3, center=False)
-    clone = ParametricWhitening.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
+    assert_config_round_trip(layer)
 
 
 def test_saved_model_round_trip(tmp_path):
     layer = ParametricWhitening(output_dim=3)
-    x = tf.random.normal([2, 6])
-    expected = layer(x)
-    module = tf.Module()
-    module.layer = layer
-    module.f = tf.function(
-        lambda v: layer(v, training=False), input_signature=[tf.TensorSpec([None, 6])]
-    )
-    tf.saved_model.save(module, str(tmp_path))
-    loaded = tf.saved_model.load(str(tmp_path))
-    np.testing.assert_allclose(loaded.f(x), expected, rtol=1e-6)
+    assert_saved_model_round_trip(layer, [tf.random.normal([2, 6])], tmp_path)
