@@ -3,9 +3,9 @@
     python benchmarks/bench_ablations.py [--seeds 2020] [--work benchmarks/work]
         [--pretrain-epochs 2] [--pretrain-batch-size 2048] [--stage transductive]
 
-Every variant pre-trains on Office2014 + Games with its own switches (same epochs and batch as
-bench_scientific.py), then fine-tunes on Scientific (parameter-efficient, `--init`). The full
-model and "w/o pre-training" are bench_scientific.py's `{stage}-pt` and `{stage}` runs, shared
+Every variant pre-trains on Office2014 + Games with its own switches (2 epochs at batch 2048 by
+default), then fine-tunes on Scientific (parameter-efficient, `--init`) from that epoch. The full
+model and "w/o pre-training" are bench_scientific.py's `{stage}-pt2` and `{stage}` runs, shared
 with it. Finished runs are reused. Prints test NDCG@10 and Recall@10 per variant (mean ± std
 over the seeds), writes benchmarks/results/ablations.json and the bar chart ablations.png.
 """
@@ -61,9 +61,14 @@ def main() -> None:
                 pretrain_name,
                 flags,
             )
-            init = ["--init", str(pretrained)]  # the variant's adaptor comes with it
+            # The epoch's weights; the variant's adaptor shape comes with them.
+            init = ["--init", str(pretrained / "best" / f"ckpt-{args.pretrain_epochs}")]
             pretraining[name] = pretrain_record(pretrained)
-            run = f"{args.stage}-pt" if not flags else f"ablation-{slug(name)}-{args.stage}"
+            run = (
+                f"{args.stage}-pt{args.pretrain_epochs}"
+                if not flags
+                else f"ablation-{slug(name)}-{args.stage}-pt{args.pretrain_epochs}"
+            )
         tests = []
         for seed in args.seeds:
             tune = ["--data", scientific, "--stage", args.stage, "--seed", str(seed), *init]

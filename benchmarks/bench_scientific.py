@@ -1,16 +1,20 @@
-"""Scientific (the paper's exact split): SASRec and UniSRec, full ranking, beside the paper.
+"""Scientific (the paper's exact split): SASRec and UniSRec beside the official code and the paper.
 
     python benchmarks/bench_scientific.py [--runs sasrec inductive ...] [--seeds 2020 2021 2022]
-        [--work benchmarks/work] [--pooling mean] [--pretrain-epochs 2] [--report]
+        [--work benchmarks/work] [--pooling mean] [--pretrain-epochs 7] [--from-epochs 2 7]
+        [--pretrain-only] [--report]
 
 Runs `python -m tf_unisrec.train` with the official hyperparameters for each requested run and
-seed, seed by seed (a finished run, one with metrics.json, is reused; an interrupted one
-resumes; `--report` only tabulates the finished ones), then prints
-test Recall/NDCG@10/50 as mean +- std over seeds next to the paper's Table 2, and writes
-benchmarks/results/scientific.json and the validation curves scientific_valid_ndcg.png. Runs
-ending in `-pt` fine-tune (parameter-efficient) from one multi-domain pre-training on
-Office2014 + Games (`--pretrain-epochs`, default 2, at `--pretrain-batch-size`, default 2048);
-the paper's UniSRec rows are of that kind (pre-trained on five Amazon domains).
+seed, seed by seed (a finished run is reused, an interrupted one resumes; `--report` only
+tabulates the finished ones), then prints test Recall/NDCG@10/50 as mean +- std over seeds next
+to the official code's converged results on the same features and the paper's Table 2, and
+writes benchmarks/results/scientific.json and the validation curves scientific_valid_ndcg.png.
+
+Runs ending in `-pt` fine-tune (parameter-efficient) from one multi-domain pre-training on
+Office2014 + Games at `--pretrain-batch-size` (default 2048, as the official run), trained for
+`--pretrain-epochs` (default 7) and keeping every epoch's weights: each of `--from-epochs`
+gives its own rows (`inductive-pt7` fine-tunes from epoch 7). A longer pre-training resumes
+the existing one. `--pretrain-only` stops after pre-training.
 """
 
 from __future__ import annotations
@@ -35,6 +39,18 @@ PAPER = {
     "inductive": ("UniSRec text only (inductive)", (0.1188, 0.0641, 0.2394, 0.0903)),
     "transductive": ("UniSRec text + ID (transductive)", (0.1235, 0.0634, 0.2473, 0.0904)),
 }
+# The official PyTorch code (RecBole 1.2.1, UniSRec at 05aa5cb) run to convergence on the same
+# MiniLM mean-pooled features, batch 2048, one seed (../shared/GUIDE.md).
+OFFICIAL = {
+    "sasrec": (0.1064, 0.0547, 0.2018, 0.0754),
+    "inductive": (0.1235, 0.0666, 0.2393, 0.0918),
+    "transductive": (0.1204, 0.0591, 0.2367, 0.0844),
+    "inductive-pt2": (0.1282, 0.0677, 0.2491, 0.0939),
+    "transductive-pt2": (0.1233, 0.0624, 0.2440, 0.0887),
+    "inductive-pt7": (0.1290, 0.0691, 0.2540, 0.0964),
+    "transductive-pt7": (0.1269, 0.0657, 0.2428, 0.0910),
+}
+STAGES = ("sasrec", "inductive", "transductive")
 RUNS = ("sasrec", "inductive", "inductive-pt", "transductive", "transductive-pt")
 
 
@@ -67,24 +83,33 @@ def pretrain(
     name: str = "pretrain",
     flags: tuple[str, ...] = (),
 ) -> pathlib.Path:
-    """Pre-trains on Office2014 + Games (multi-domain) into `work/runs/name`; returns the run."""
+    """Pre-trains on Office2014 + Games into `work/runs/NAME-bBATCH` for at least `epochs`."""
     corpus = dataset(work, "office+games", [SHARED / "Office2014", SHARED / "Games"], pooling)
-    run = work / "runs" / name
-    options = ["--epochs", str(epochs), "--batch-size", str(batch_size), *flags]
-    train(run, "--data", corpus, "--stage", "pretrain", *options)
-    return run
+    run = RunDir(work / "runs" / f"{name}-b{batch_size}")
+    if not run.has_metrics() or run.read_metrics()["epochs_run"] < epochs:
+        options = ["--epochs", str(epochs), "--batch-size", str(batch_size), *flags]
+        python("-m", "tf_unisrec.train", "--output", str(run.path), "--data", corpus,
+               "--stage", "pretrain", *options)  # fmt: skip
+    return run.path
 
 
 def pretrain_record(run: pathlib.Path) -> dict:
     """What a (possibly reused) pre-training actually ran, whatever this command's flags say."""
     config = RunDir(run).read_config()
-    return {"epochs": config.epochs, "batch_size": config.batch_size, **RunDir(run).read_metrics()}
+    return {"batch_size": config.batch_size, **RunDir(run).read_metrics()}
 
 
-def later(results: dict, run: str) -> list[str]:
-    """The runs printed after `run`."""
-    names = list(results)
-    return names[names.index(run) + 1 :]
+def run_names(runs: list[str], from_epochs: list[int]) -> list[str]:
+    """`inductive-pt` becomes one name per pre-training epoch fine-tuned from."""
+    return [
+        name
+        for run in runs
+        for name in ([f"{run}{e}" for e in from_epochs] if run.endswith("-pt") else [run])
+    ]
+
+
+def stage_of(run: str) -> str:
+    return run.split("-pt")[0]
 
 
 def main() -> None:
@@ -93,8 +118,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     parser.add_argument("--work", type=pathlib.Path, default=REPO / "benchmarks" / "work")
     parser.add_argument("--pooling", default="mean", choices=("cls", "mean"))
-    parser.add_argument("--pretrain-epochs", type=int, default=2)
+    parser.add_argument("--pretrain-epochs", type=int, default=7)
     parser.add_argument("--pretrain-batch-size", type=int, default=2048)
+    parser.add_argument(
+        "--from-epochs", nargs="+", type=int, default=[7], help="pre-training epochs to tune from"
+    )
+    parser.add_argument("--pretrain-only", action="store_true", help="stop after pre-training")
     parser.add_argument(
         "--report", action="store_true", help="tabulate the finished runs only; train nothing"
     )
@@ -102,63 +131,78 @@ def main() -> None:
         "--output", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "scientific.json"
     )
     args = parser.parse_args()
+    if max(args.from_epochs) > args.pretrain_epochs:
+        parser.error("--from-epochs must not exceed --pretrain-epochs")
 
     scientific = dataset(args.work, "scientific", [SHARED / "Scientific"], args.pooling)
-    pretrained = None
+    pretrained = args.work / "runs" / f"pretrain-b{args.pretrain_batch_size}"
     if not args.report and any(run.endswith("-pt") for run in args.runs):
         pretrained = pretrain(
             args.work, args.pooling, args.pretrain_epochs, args.pretrain_batch_size
         )
+    if args.pretrain_only:
+        return
 
+    names = run_names(args.runs, args.from_epochs)
     finished: dict[tuple[str, int], dict] = {}
     # Seed-major, so that a sweep stopped early leaves every model with the same seeds.
     for seed in args.seeds:
-        for run in args.runs:
-            run_dir = args.work / "runs" / f"{run}-s{seed}"
+        for name in names:
+            run = RunDir(args.work / "runs" / f"{name}-s{seed}")
             if args.report:
-                if RunDir(run_dir).has_metrics():
-                    finished[run, seed] = RunDir(run_dir).read_metrics()
+                if run.has_metrics():
+                    finished[name, seed] = run.read_metrics()
                 continue
-            flags = ["--data", scientific, "--stage", run.removesuffix("-pt"), "--seed", str(seed)]
-            if run.endswith("-pt"):
-                flags += ["--init", str(pretrained)]
-            finished[run, seed] = train(run_dir, *flags)
+            flags = ["--data", scientific, "--stage", stage_of(name), "--seed", str(seed)]
+            if "-pt" in name:
+                flags += ["--init", str(pretrained / "best" / f"ckpt-{name.split('-pt')[1]}")]
+            finished[name, seed] = train(run.path, *flags)
 
     results: dict[str, dict] = {}
-    for run in args.runs:
-        seeds = [seed for seed in args.seeds if (run, seed) in finished]
+    for name in names:
+        seeds = [seed for seed in args.seeds if (name, seed) in finished]
         if not seeds:
             continue
-        per_seed = [finished[run, seed] for seed in seeds]
+        per_seed = [finished[name, seed] for seed in seeds]
         values = np.array([[m["test"][k] for k in METRICS] for m in per_seed])
-        results[run] = {
+        results[name] = {
             "seeds": seeds,
             "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
             "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
+            "official": dict(zip(METRICS, OFFICIAL[name], strict=True))
+            if name in OFFICIAL
+            else None,
             "best_epoch": [m["best_epoch"] for m in per_seed],
+            "epochs_run": [m["epochs_run"] for m in per_seed],
             "train_examples_per_second": [m["train_examples_per_second"] for m in per_seed],
             "seconds_per_epoch": [m["seconds_per_epoch"] for m in per_seed],
             "eval_seconds": [m["eval_seconds"] for m in per_seed],
         }
 
-    header = f"{'model':<44}" + "".join(f"{k:>17}" for k in METRICS) + f"{'ex/s':>9}"
+    header = f"{'model':<40}" + "".join(f"{k:>17}" for k in METRICS) + f"{'ex/s':>9}"
     print(header)
     print("-" * len(header))
-    for run, r in results.items():
+    for name, r in results.items():
         cells = "".join(f"{r['mean'][k]:>10.4f} ±{r['std'][k]:.4f}" for k in METRICS)
         speed = np.mean(r["train_examples_per_second"])
-        label = f"ours: {run} ({len(r['seeds'])} seed{'s' if len(r['seeds']) > 1 else ''})"
-        print(f"{label:<44}{cells}{speed:>9.0f}")
-        stage = run.removesuffix("-pt")
-        if stage in PAPER and not any(o.startswith(stage) for o in later(results, run)):
-            name, paper = PAPER[stage]
-            print(f"{'paper: ' + name:<44}" + "".join(f"{v:>17.4f}" for v in paper))
+        label = f"ours: {name} ({len(r['seeds'])} seed{'s' if len(r['seeds']) > 1 else ''})"
+        print(f"{label:<40}{cells}{speed:>9.0f}")
+        if name in OFFICIAL:
+            print(
+                f"{'official code: ' + name:<40}" + "".join(f"{v:>17.4f}" for v in OFFICIAL[name])
+            )
+        last_of_stage = not any(
+            stage_of(n) == stage_of(name) for n in names[names.index(name) + 1 :]
+        )
+        if stage_of(name) in PAPER and last_of_stage:
+            label, paper = PAPER[stage_of(name)]
+            print(f"{'paper: ' + label:<40}" + "".join(f"{v:>17.4f}" for v in paper))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     summary: dict = {"pooling": args.pooling, "runs": results}
-    if any(run.endswith("-pt") for run in results):
-        summary["pretrain"] = pretrain_record(args.work / "runs" / "pretrain")
+    if any("-pt" in name for name in results):
+        summary["pretrain"] = pretrain_record(pretrained)
     args.output.write_text(json.dumps(summary, indent=2) + "\n")
-    curves = {run: f"{run}-s{r['seeds'][0]}" for run, r in results.items()}
+    curves = {name: f"{name}-s{r['seeds'][0]}" for name, r in results.items()}
     plot = plot_validation(args.work / "runs", curves, args.output)
     print(f"wrote {args.output} and {plot}")
 

@@ -123,6 +123,7 @@ class TrainConfig:
     item_drop_prob: float = option(0.9, "probability of item drop (else word drop) per batch")
     # Optimisation.
     learning_rate: float = option(1e-3, "Adam learning rate")
+    adam_epsilon: float = option(1e-8, "Adam epsilon (PyTorch's default, as in the official code)")
     batch_size: int | None = option(
         None, "global batch size (default: the stage's; pretrain 8192, the others 2048)"
     )

@@ -6,7 +6,8 @@ A run folder holds
   exported or resumed from any working directory;
 - `checkpoints/`: the latest training state (model, optimizer, epoch, step, early-stopping
   state, random generators), for resuming;
-- `best/`: the model weights of the best validation epoch (the last epoch in pre-training);
+- `best/`: the model weights of the best validation epoch (in pre-training, of every epoch:
+  `best/ckpt-N` is epoch N);
 - `logs/`: TensorBoard summaries;
 - `history.json`: per-epoch loss and validation metrics;
 - `metrics.json`: the final report (best epoch, validation and test metrics, speed).
@@ -135,12 +136,12 @@ class RunDir:
 
         return tf.train.CheckpointManager(checkpoint, str(self.checkpoints), max_to_keep=1)
 
-    def best_manager(self, model: UniSRec) -> tf.train.CheckpointManager:
-        """The best weights, one kept."""
+    def best_manager(self, model: UniSRec, keep: int | None = 1) -> tf.train.CheckpointManager:
+        """The best weights (`keep` of them; None keeps all, one per epoch)."""
         import tensorflow as tf
 
         checkpoint = tf.train.Checkpoint(model=model)
-        return tf.train.CheckpointManager(checkpoint, str(self.best), max_to_keep=1)
+        return tf.train.CheckpointManager(checkpoint, str(self.best), max_to_keep=keep)
 
     def best_checkpoint(self) -> str:
         """The prefix of the best weights."""

@@ -155,7 +155,9 @@ class Trainer:
             self.model: UniSRec = build_model(config, self.dataset)
             if config.init:
                 self._start_from(config.init)
-            self.optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+            self.optimizer = tf.keras.optimizers.Adam(
+                config.learning_rate, epsilon=config.adam_epsilon
+            )
             self.optimizer.build(self.model.trainable_variables)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
@@ -173,7 +175,10 @@ class Trainer:
                 random=random_generators(self.model),
             )
         self.manager = self.run_dir.checkpoint_manager(self.checkpoint)
-        self.best_manager = self.run_dir.best_manager(self.model)
+        # Pre-training keeps every epoch's weights, so fine-tuning can start from any of them.
+        self.best_manager = self.run_dir.best_manager(
+            self.model, keep=1 if config.stage_info.validates else None
+        )
         self.history: list[dict[str, Any]] = []
         self.writer = tf.summary.create_file_writer(str(self.run_dir.logs))
         self.evaluator = Evaluator(
