@@ -24,16 +24,21 @@ METRICS = ("ndcg@10", "recall@10")
 # Pre-training switches per variant; None: no pre-training.
 VARIANTS: dict[str, tuple[str, ...] | None] = {
     "UniSRec": (),
-    "w/o whitening": ("--whitening", "false"),
+    "w/o whitening": ("--whitening", "none"),
     "w/o MoE": ("--num-experts", "1", "--gating", "false"),
     "w/o L_SS": ("--seq-seq-weight", "0"),
     "w/o L_SI": ("--seq-item-weight", "0"),
     "w/o pre-training": None,
+    # The paper's Algorithm 1: a fixed BERT-whitening instead of the learned adaptor, and the
+    # learned experts started from it.
+    "BERT-whitening (fixed)": ("--whitening", "bert", "--num-experts", "1", "--gating", "false"),
+    "BERT-whitening init": ("--whitening-init", "bert"),
 }
 
 
 def slug(name: str) -> str:
-    return name.lower().replace("w/o ", "no-").replace(" ", "-").replace("_", "")
+    name = name.lower().replace("w/o ", "no-").replace("(", "").replace(")", "")
+    return name.replace(" ", "-").replace("_", "")
 
 
 def main() -> None:

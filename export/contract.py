@@ -144,10 +144,17 @@ EXCLUDE_HISTORY = Tensor(
 )
 
 ITEM_IDS = Tensor("item_ids", "string", ("B", "k"), doc='best first; "" for an empty row')
-SCORES = Tensor("scores", "float32", ("B", "k"), doc="cosine similarities; -inf for an empty row")
+SCORES = Tensor(
+    "scores",
+    "float32",
+    ("B", "k"),
+    doc="cosine similarities (dot products for SASRec); -inf for an empty row",
+)
 ITEM_TEXTS = Tensor("item_texts", "string", ("B", "k"), doc="texts of item_ids")
 UNKNOWN_ITEMS = Tensor("unknown_items", "int32", ("B",), doc="history IDs not in the catalogue")
-SEQUENCE_VECTORS = Tensor("vectors", "float32", ("B", HIDDEN), doc="L2-normalised; zeros if empty")
+SEQUENCE_VECTORS = Tensor(
+    "vectors", "float32", ("B", HIDDEN), doc="L2-normalised (SASRec: raw); zeros if empty"
+)
 ITEM_VECTORS = Tensor("vectors", "float32", ("N", HIDDEN), doc="L2-normalised item vectors")
 
 SIGNATURES: Mapping[str, Signature] = types.MappingProxyType(

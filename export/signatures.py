@@ -61,7 +61,7 @@ _DEFAULT_EXCLUDE = EXCLUDE_HISTORY.default_tensor()
 class UniSRecServingModule(tf.Module):
     """A trained UniSRec model frozen for serving.
 
-    Item tower outputs (the sequence encoder's inputs) and the L2-normalised catalogue are
+    Item tower outputs (the sequence encoder's inputs) and the catalogue as scored are
     computed once here; a request only looks items up, runs the sequence encoder and queries
     the index.
 
@@ -109,8 +109,9 @@ class UniSRecServingModule(tf.Module):
             tf.constant(list(item_texts), tf.string), trainable=False, name="item_texts"
         )
         self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.k_limit, name="catalogue")
+        self.cosine = model.scoring == "cosine"
         self.index.index(
-            tf.math.l2_normalize(inputs[1:], axis=-1),
+            self._score_space(inputs[1:]),
             identifiers=tf.constant(list(item_ids[1:]), tf.string),
         )
         self.id_to_index = tf.lookup.StaticHashTable(
@@ -153,15 +154,19 @@ class UniSRecServingModule(tf.Module):
         return self._recent(tf.ragged.boolean_mask(index, known)), unknown
 
     def _encode_sequences(self, item_vectors: tf.RaggedTensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """L2-normalised sequence vectors [B, H] (zeros for empty rows) and the non-empty mask."""
+        """Sequence vectors [B, H] as scored (zeros for empty rows) and the non-empty mask."""
         length = tf.cast(item_vectors.row_lengths(), tf.int32)
         dense = item_vectors.to_tensor()
         steps = tf.maximum(tf.shape(dense)[1], 1)
         dense = tf.pad(dense, [[0, 0], [0, steps - tf.shape(dense)[1]], [0, 0]])
         outputs = self.sequence_encoder(dense, length=tf.maximum(length, 1), training=False)
         has_items = length > 0
-        vectors = tf.math.l2_normalize(outputs, axis=-1)
+        vectors = self._score_space(outputs)
         return tf.where(has_items[:, tf.newaxis], vectors, tf.zeros_like(vectors)), has_items
+
+    def _score_space(self, vectors: tf.Tensor) -> tf.Tensor:
+        """L2-normalised for a cosine-scored model (UniSRec); as they are for a dot one (SASRec)."""
+        return tf.math.l2_normalize(vectors, axis=-1) if self.cosine else vectors
 
     def _sequences_from_ids(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         indices, unknown = self._lookup(history)
@@ -231,7 +236,7 @@ class UniSRecServingModule(tf.Module):
         """Universal item vectors from item texts alone (valid UTF-8 required)."""
         checked = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="strict")
         vectors = self._text_item_vectors(checked)
-        return {ITEM_VECTORS.alias: tf.math.l2_normalize(vectors, axis=-1)}
+        return {ITEM_VECTORS.alias: self._score_space(vectors)}
 
     @tf.function(input_signature=SIGNATURES[RECOMMEND_FROM_TEXTS].input_signature())
     def recommend_from_texts(

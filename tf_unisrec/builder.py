@@ -53,6 +53,7 @@ def build_model_from_tables(
         adaptor_dropout=config.adaptor_dropout,
         gating=config.gating,
         whitening=config.whitening,
+        whitening_init=config.whitening_init,
         seed=config.seed,
         name="item_tower",
     )
@@ -70,6 +71,7 @@ def build_model_from_tables(
         item_tower,
         sequence_encoder,
         objective=stage.objective,
+        scoring=config.scoring,
         temperature=config.temperature,
         seq_item_weight=config.seq_item_weight,
         seq_seq_weight=config.seq_seq_weight,
@@ -104,3 +106,6 @@ def restore_transferable(model: UniSRec, prefix: str) -> None:
             f"--init {prefix}: checkpoint does not match this model "
             f"(hidden size, layers or text encoder differ): {error}"
         ) from error
+    if model.item_tower.uses_text and model.item_tower.whitening == "bert":
+        # A fixed whitening has nothing learned to carry over: whiten this catalogue's texts.
+        model.item_tower.start_whitening()

@@ -24,6 +24,8 @@ class Stage:
             vectors), "text+id" (plus a learned ID embedding) or "id" (the ID embedding alone).
         objective: "contrastive" (in-batch `L_SI + lambda * L_SS`, no validation) or
             "full_softmax" (cross-entropy over the whole catalogue, early stopping on validation).
+        scoring: "cosine" (L2-normalised vectors, temperature 0.07: UniSRec) or "dot" (raw dot
+            products, no temperature: RecBole's SASRec).
         default_batch_size: the official global batch size.
         init: what `--init RUN` does: "warm_start" (start from RUN's adaptor and sequence
             encoder, train everything), "fine_tune" (the same, then freeze positions and
@@ -34,6 +36,7 @@ class Stage:
     name: str
     item_mode: str
     objective: str
+    scoring: str
     default_batch_size: int
     init: str
     doc: str
@@ -48,21 +51,29 @@ STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         Stage(
-            "pretrain", "text", "contrastive", 8192, "warm_start",
+            "pretrain", "text", "contrastive", "cosine", 8192, "warm_start",
             "multi-domain pre-training, L = L_SI + lambda * L_SS",
         ),
         Stage(
-            "inductive", "text", "full_softmax", 2048, "fine_tune",
+            "inductive", "text", "full_softmax", "cosine", 2048, "fine_tune",
             "UniSRec from item text alone; new items need no training",
         ),
         Stage(
-            "transductive", "text+id", "full_softmax", 2048, "fine_tune",
+            "transductive", "text+id", "full_softmax", "cosine", 2048, "fine_tune",
             "UniSRec from item text plus a learned ID embedding",
         ),
-        Stage("sasrec", "id", "full_softmax", 2048, "none", "SASRec over item IDs, a baseline"),
+        Stage(
+            "sasrec", "id", "full_softmax", "dot", 2048, "none",
+            "SASRec over item IDs as RecBole trains it, the baseline",
+        ),
     )
 }  # fmt: skip
 STRATEGIES = ("default", "mirrored", "multi_worker")
+SCORINGS = ("cosine", "dot")
+WHITENINGS = ("parametric", "none", "bert")
+WHITENING_INITS = ("random", "bert")
+TEMPERATURES = {"cosine": 0.07, "dot": 1.0}
+STOPPING_METRIC = "ndcg@10"
 
 
 def option(default: Any, help: str, *, architecture: bool = False, choices: Any = None) -> Any:
@@ -109,12 +120,30 @@ class TrainConfig:
     gating: bool = option(
         True, "learned gate over experts (false: plain average)", architecture=True
     )
-    whitening: bool = option(
-        True, "parametric whitening (x - b) W in each expert (false: a plain linear map)",
+    whitening: str = option(
+        "parametric",
+        "each expert's map: parametric, the learned (x - b) W; none, a learned x W (the w/o "
+        "whitening ablation); bert, one fixed BERT-whitening (x - mu) W_k of the items' text "
+        "vectors (the non-parametric baseline; needs --num-experts 1 --gating false)",
         architecture=True,
-    )  # fmt: skip
+        choices=WHITENINGS,
+    )
+    whitening_init: str = option(
+        "random",
+        "how the experts start: random (W ~ N(0, 0.02), b = 0, as the official code) or bert "
+        "(b = mu, W = W_k of BERT-whitening, rotated differently per expert)",
+        choices=WHITENING_INITS,
+    )
     # Objectives.
-    temperature: float = option(0.07, "softmax temperature of every loss")
+    scoring: str | None = option(
+        None,
+        "cosine (L2-normalised vectors, as UniSRec) or dot (raw dot products, as RecBole's "
+        "SASRec); default: the stage's (dot for sasrec, cosine otherwise)",
+        choices=SCORINGS,
+    )
+    temperature: float | None = option(
+        None, "softmax temperature of every loss; default: 0.07 with cosine, 1 (none) with dot"
+    )
     seq_item_weight: float = option(
         1.0, "weight of L_SI in pre-training (0: the w/o L_SI ablation)"
     )
@@ -129,11 +158,17 @@ class TrainConfig:
     )
     eval_batch_size: int = option(4096, "histories per batch in full-ranking evaluation")
     epochs: int = option(300, "most epochs to train")
-    patience: int = option(10, "stop after N epochs without a better validation NDCG@10")
+    patience: int = option(
+        10,
+        "early stopping as RecBole: stop when more than N epochs pass without a validation "
+        "NDCG@10 at least as good as the best",
+    )
     steps_per_epoch: int | None = option(None, "cap on steps per epoch (default: the whole split)")
     seed: int = option(2020, "seed of initialisation, data order, dropout and augmentation")
     # Evaluation.
-    ks: tuple[int, ...] = option((10, 50), "cut-offs K of Recall@K and NDCG@K")
+    ks: tuple[int, ...] = option(
+        (10, 50), "cut-offs K of Recall@K and NDCG@K (NDCG@10, the stopping metric, always)"
+    )
     # Distribution.
     strategy: str = option(
         "default",
@@ -151,8 +186,27 @@ class TrainConfig:
         if self.init and STAGES[self.stage].init == "none":
             raise ValueError(f"--stage {self.stage} trains from scratch: it takes no --init")
         self.ks = tuple(int(k) for k in self.ks)
+        if isinstance(self.whitening, bool) or self.whitening in ("true", "false"):
+            # Configurations written before whitening had a third choice.
+            self.whitening = "parametric" if self.whitening in (True, "true") else "none"
+        if self.whitening not in WHITENINGS:
+            raise ValueError(f"--whitening must be one of {WHITENINGS}, got {self.whitening!r}")
+        if self.whitening == "bert" and (self.num_experts != 1 or self.gating):
+            raise ValueError(
+                "--whitening bert is one fixed map: give --num-experts 1 --gating false"
+            )
+        if self.whitening_init not in WHITENING_INITS:
+            raise ValueError(f"--whitening-init must be one of {WHITENING_INITS}")
         if self.batch_size is None:
             self.batch_size = STAGES[self.stage].default_batch_size
+        if self.scoring is None:
+            self.scoring = STAGES[self.stage].scoring
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"--scoring must be one of {SCORINGS}, got {self.scoring!r}")
+        if self.scoring != "cosine" and STAGES[self.stage].objective == "contrastive":
+            raise ValueError(f"--stage {self.stage} scores by cosine: it takes no --scoring dot")
+        if self.temperature is None:
+            self.temperature = TEMPERATURES[self.scoring]
 
     @property
     def stage_info(self) -> Stage:
@@ -162,6 +216,11 @@ class TrainConfig:
     def uses_seq_seq_view(self) -> bool:
         """Whether training needs the augmented view (and so the word-drop text table)."""
         return self.stage_info.objective == "contrastive" and self.seq_seq_weight > 0
+
+    @property
+    def eval_ks(self) -> tuple[int, ...]:
+        """The cut-offs evaluated: `ks` and the stopping metric's 10."""
+        return tuple(sorted({*self.ks, int(STOPPING_METRIC.split("@")[1])}))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -14,6 +14,7 @@ from tf_unisrec.objectives import (
 )
 
 OBJECTIVES = ("contrastive", "full_softmax")
+SCORINGS = ("cosine", "dot")
 
 
 def length_boundaries(max_length: int, growth: float = 1.35) -> list[int]:
@@ -27,7 +28,8 @@ def length_boundaries(max_length: int, growth: float = 1.35) -> list[int]:
 class UniSRec(tfrs.models.Model):
     """UniSRec as a TFRS model.
 
-    Sequence and item vectors are L2-normalised; scores are cosine similarities.
+    With `scoring="cosine"` (UniSRec) sequence and item vectors are L2-normalised and scores
+    are cosine similarities; with `scoring="dot"` (RecBole's SASRec) they are raw dot products.
 
     - `objective="contrastive"` (pre-training): `L = L_SI + seq_seq_weight * L_SS`, in-batch
       contrastive losses over the global batch (sequence vs. target item, sequence vs. its
@@ -40,6 +42,7 @@ class UniSRec(tfrs.models.Model):
         item_tower: an `ItemTower`.
         sequence_encoder: a `SequenceEncoder`.
         objective: one of `OBJECTIVES`.
+        scoring: one of `SCORINGS`; the contrastive objective needs "cosine".
         temperature: softmax temperature of every loss.
         seq_item_weight: weight of `L_SI` in pre-training (0 is the "w/o L_SI" ablation).
         seq_seq_weight: weight `lambda` of `L_SS` in pre-training (0 is "w/o L_SS").
@@ -56,6 +59,7 @@ class UniSRec(tfrs.models.Model):
         item_tower: ItemTower,
         sequence_encoder: SequenceEncoder,
         objective: str = "full_softmax",
+        scoring: str = "cosine",
         temperature: float = 0.07,
         seq_item_weight: float = 1.0,
         seq_seq_weight: float = 1e-3,
@@ -65,9 +69,12 @@ class UniSRec(tfrs.models.Model):
         super().__init__(**kwargs)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if scoring not in SCORINGS or (objective == "contrastive" and scoring != "cosine"):
+            raise ValueError(f"scoring must be one of {SCORINGS} (cosine when contrastive)")
         self.item_tower = item_tower
         self.sequence_encoder = sequence_encoder
         self.objective = objective
+        self.scoring = scoring
         self.temperature = temperature
         self.seq_item_weight = seq_item_weight
         self.seq_seq_weight = seq_seq_weight
@@ -116,12 +123,16 @@ class UniSRec(tfrs.models.Model):
     ) -> tf.Tensor:
         """Sequence vectors from item vectors `[batch, T, hidden]` (e.g. of unseen items)."""
         outputs = self.sequence_encoder(item_vectors, length=length, training=training)
-        return tf.math.l2_normalize(outputs, axis=-1)
+        return self.score_space(outputs)
 
     def item_vectors(self, training: bool = False) -> tf.Tensor:
-        """L2-normalised vectors of all items `[num_items + 1, hidden]`; row 0 is padding."""
+        """Vectors of all items `[num_items + 1, hidden]` as scored; row 0 is padding."""
         indices = tf.range(self.item_tower.num_items + 1)
-        return tf.math.l2_normalize(self.item_tower(indices, training=training), axis=-1)
+        return self.score_space(self.item_tower(indices, training=training))
+
+    def score_space(self, vectors: tf.Tensor) -> tf.Tensor:
+        """Vectors as they are scored: L2-normalised for cosine scoring, as they are for dot."""
+        return tf.math.l2_normalize(vectors, axis=-1) if self.scoring == "cosine" else vectors
 
     def scores(self, history: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
         """Full-ranking scores `[batch, num_items + 1]`; padding gets a huge negative score."""

@@ -170,13 +170,13 @@ class RunDir:
         dataset = DatasetDir.open(config.data)
         model = build_model(config, dataset)
         prefix = self.best_checkpoint()
-        status = tf.train.Checkpoint(model=model).restore(prefix)
         try:
+            status = tf.train.Checkpoint(model=model).restore(prefix)
             if strict:
                 status.assert_consumed()
             else:
                 status.assert_existing_objects_matched()
-        except AssertionError as error:
+        except (AssertionError, ValueError) as error:
             raise RunError(
                 f"{prefix} does not match the model {self.path / CONFIG} describes: {error}"
             ) from None

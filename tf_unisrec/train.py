@@ -21,7 +21,7 @@ from data_pipeline.dataset import DatasetDir
 from data_pipeline.errors import DataError
 from data_pipeline.reader import Augmentation, make_dataset
 from tf_unisrec.builder import build_model, restore_transferable
-from tf_unisrec.config import TrainConfig, parse_flags
+from tf_unisrec.config import STOPPING_METRIC, TrainConfig, parse_flags
 from tf_unisrec.evaluate import Evaluator, format_metrics
 from tf_unisrec.model import UniSRec
 from tf_unisrec.run_dir import RunDir, RunError
@@ -120,6 +120,22 @@ def make_train_step(
     return train_step
 
 
+def early_stopping(
+    score: float, best: float, bad_epochs: int, patience: int
+) -> tuple[float, int, bool, bool]:
+    """RecBole's early-stopping rule, one validation score at a time.
+
+    A score at least as good as the best is an improvement and becomes the best; training stops
+    once more than `patience` epochs in a row bring none.
+
+    Returns:
+        (best score, epochs without improvement, stop, improved).
+    """
+    if score >= best:
+        return score, 0, False, True
+    return best, bad_epochs + 1, bad_epochs + 1 > patience, False
+
+
 def inherit_architecture(config: TrainConfig, given: set[str]) -> TrainConfig:
     """With `--init`, the config with the source run's architecture (see `TrainConfig`)."""
     if not config.init:
@@ -184,7 +200,7 @@ class Trainer:
         self.evaluator = Evaluator(
             self.model,
             self.dataset,
-            ks=config.ks,
+            ks=config.eval_ks,
             batch_size=config.eval_batch_size,
             max_length=config.max_length,
         )
@@ -283,7 +299,7 @@ class Trainer:
         train_seconds, train_examples, eval_seconds, eval_passes = 0.0, 0, 0.0, 0
         with GracefulStop() as stop:
             while int(self.epoch.numpy()) < config.epochs:
-                if int(self.bad_epochs.numpy()) >= config.patience:
+                if int(self.bad_epochs.numpy()) > config.patience:
                     break
                 epoch = int(self.epoch.numpy())
                 print(f"epoch {epoch + 1}/{config.epochs}", flush=True)
@@ -311,14 +327,17 @@ class Trainer:
                         "  " + "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"),
                         flush=True,
                     )
-                    metric = valid[f"ndcg@{config.ks[0]}"]
-                    if metric > float(self.best_metric.numpy()):
-                        self.best_metric.assign(metric)
+                    best, bad_epochs, _, improved = early_stopping(
+                        valid[STOPPING_METRIC],
+                        float(self.best_metric.numpy()),
+                        int(self.bad_epochs.numpy()),
+                        config.patience,
+                    )
+                    self.best_metric.assign(best)
+                    self.bad_epochs.assign(bad_epochs)
+                    if improved:
                         self.best_epoch.assign(epoch)
-                        self.bad_epochs.assign(0)
                         self.best_manager.save(checkpoint_number=epoch + 1)
-                    else:
-                        self.bad_epochs.assign_add(1)
                 self.log_epoch(record)
                 self.epoch.assign_add(1)
                 self.step.assign(0)

@@ -42,14 +42,35 @@ def test_pretrain_loss_is_seq_item_plus_lambda_seq_seq():
 
 
 def test_fine_tuning_loss_matches_reference():
-    for stage in ("inductive", "transductive", "sasrec"):
+    for stage in ("inductive", "transductive"):
         model = tiny_model(stage)
         batch = tiny_batch()
         queries = model.sequence_vectors(batch["history"], batch["length"]).numpy()
+        np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, rtol=1e-5)
         expected = ref.full_softmax_loss(
             queries, model.item_vectors().numpy(), batch["target"].numpy(), 0.07
         )
         np.testing.assert_allclose(float(model.compute_loss(batch)), expected, rtol=1e-5)
+
+
+def test_sasrec_loss_is_recbole_cross_entropy_over_raw_dot_products():
+    model = tiny_model("sasrec")
+    batch = tiny_batch()
+    # RecBole's SASRec: the encoder's output at the last position against the raw ID
+    # embeddings, softmax over every item, no normalisation and no temperature.
+    outputs = model.sequence_encoder(
+        model.item_tower(batch["history"]), length=batch["length"]
+    ).numpy()
+    table = model.item_tower.id_embedding.embeddings.numpy()
+    expected = ref.full_softmax_loss(outputs, table, batch["target"].numpy(), 1.0)
+    np.testing.assert_allclose(float(model.compute_loss(batch)), expected, rtol=1e-5)
+    assert abs(np.linalg.norm(outputs, axis=1) - 1).max() > 0.1  # really not normalised
+    cosine = tiny_model("sasrec", scoring="cosine")  # the UniSRec-loss variant, kept as a flag
+    queries = cosine.sequence_vectors(batch["history"], batch["length"]).numpy()
+    expected = ref.full_softmax_loss(
+        queries, cosine.item_vectors().numpy(), batch["target"].numpy(), 0.07
+    )
+    np.testing.assert_allclose(float(cosine.compute_loss(batch)), expected, rtol=1e-5)
 
 
 def test_freeze_for_fine_tuning_leaves_adaptor_norm_and_ids_trainable():

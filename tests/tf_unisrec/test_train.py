@@ -279,3 +279,20 @@ def test_mirrored_strategy_over_logical_cpus(data_dir, tmp_path):
     assert "training on 2 replicas" in out
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and metrics["train_examples_per_second"] > 0
+
+
+def test_early_stopping_follows_recbole():
+    from tf_unisrec.train import early_stopping
+
+    scores = [0.1, 0.2, 0.2, 0.15, 0.19, 0.2, 0.1, 0.1, 0.1, 0.3]
+    best, bad, best_epoch, stopped_after = -1.0, 0, None, None
+    for epoch, score in enumerate(scores):
+        best, bad, stop, improved = early_stopping(score, best, bad, patience=2)
+        if improved:
+            best_epoch = epoch
+        if stop:
+            stopped_after = epoch
+            break
+    # An equal score is an improvement (epoch 5 ties epoch 1's 0.2 and becomes the best);
+    # training stops once more than `patience` epochs in a row bring none.
+    assert (best, best_epoch, stopped_after) == (0.2, 5, 8)

@@ -6,8 +6,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_unisrec.layers.moe_adaptor import MoEAdaptor
+from tf_unisrec.whitening import bert_whitening, random_rotations
 
 ITEM_MODES = ("text", "text+id", "id")
+WHITENING_INITS = ("random", "bert")
 
 
 class ItemTower(tf.keras.layers.Layer):
@@ -29,7 +31,11 @@ class ItemTower(tf.keras.layers.Layer):
         text_dim: int. Size of the frozen text vectors (unused in `"id"` mode).
         word_drop: bool. Hold a word-drop text table for augmentation.
         num_experts, adaptor_dropout, gating, whitening: `MoEAdaptor` settings.
-        seed: optional int, seed of the adaptor's gate noise.
+        whitening_init: str. "random" (`W ~ N(0, 0.02)`, `b = 0`, the official start) or
+            "bert": every expert starts as the BERT-whitening of this tower's text table,
+            rotated differently per expert (the first not at all). A `whitening="bert"` tower
+            always holds that whitening, fixed.
+        seed: optional int, seed of the adaptor's gate noise and of the experts' rotations.
 
     Call arguments:
         indices: int tensor of item indices, any shape.
@@ -55,13 +61,16 @@ class ItemTower(tf.keras.layers.Layer):
         num_experts: int = 8,
         adaptor_dropout: float = 0.2,
         gating: bool = True,
-        whitening: bool = True,
+        whitening: str | bool = "parametric",
+        whitening_init: str = "random",
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if mode not in ITEM_MODES:
             raise ValueError(f"mode must be one of {ITEM_MODES}, got {mode!r}")
+        if whitening_init not in WHITENING_INITS:
+            raise ValueError(f"whitening_init must be one of {WHITENING_INITS}")
         self.num_items = num_items
         self.hidden_dim = hidden_dim
         self.mode = mode
@@ -71,6 +80,7 @@ class ItemTower(tf.keras.layers.Layer):
         self.adaptor_dropout = adaptor_dropout
         self.gating = gating
         self.whitening = whitening
+        self.whitening_init = whitening_init
         self.seed = seed
 
     @property
@@ -132,6 +142,14 @@ class ItemTower(tf.keras.layers.Layer):
             if word_drop_features is None:
                 raise ValueError("this tower augments with word drop: give word_drop_features")
             self.word_drop_table.assign(word_drop_features)
+        if self.whitening_init == "bert" or self.adaptor.whitening == "bert":
+            self.start_whitening()
+
+    def start_whitening(self) -> None:
+        """Sets the experts to the BERT-whitening of the text table (items 1..N)."""
+        mean, kernel = bert_whitening(self.text_table.numpy()[1:], self.hidden_dim)
+        rotations = random_rotations(self.num_experts, self.hidden_dim, self.seed)
+        self.adaptor.set_whitening(mean, kernel, rotations)
 
     def text_vectors(self, text_features: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Universal vectors of raw text features `[..., text_dim]` (no ID part)."""
@@ -171,6 +189,7 @@ class ItemTower(tf.keras.layers.Layer):
                 "adaptor_dropout": self.adaptor_dropout,
                 "gating": self.gating,
                 "whitening": self.whitening,
+                "whitening_init": self.whitening_init,
                 "seed": self.seed,
             }
         )

@@ -2,9 +2,12 @@
 
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tf_unisrec.layers.parametric_whitening import ParametricWhitening
+
+WHITENINGS = ("parametric", "none", "bert")
 
 
 class MoEAdaptor(tf.keras.__internal__.layers.BaseRandomLayer):
@@ -16,14 +19,17 @@ class MoEAdaptor(tf.keras.__internal__.layers.BaseRandomLayer):
     Follows the official code where it refines the paper: the gate is a dense softmax over all
     experts (no top-k), `W2` and `W3` start at zero, and the noise scale gets a `1e-2` floor.
     With `num_experts=1` and `gating=False` this is the paper's "w/o MoE" ablation; with
-    `whitening=False` each expert is a plain linear projection `x W` ("w/o whitening").
+    `whitening="none"` each expert is a plain linear projection `x W` ("w/o whitening"); with
+    `whitening="bert"` the one expert is a fixed BERT-whitening `(x - mu) W_k` set by
+    `set_whitening` (the non-parametric baseline).
 
     Args:
         output_dim: int. Size of the universal item vector.
         num_experts: int. Number of whitening experts `G`.
         dropout: float. Input dropout of every expert.
         gating: bool. Mix experts with the learned gate; `False` averages them.
-        whitening: bool. Learn the centring bias `b` of each expert.
+        whitening: str. "parametric" (learned `(x - b) W`), "none" (learned `x W`) or "bert"
+            (one fixed expert, `set_whitening`); `True`/`False` mean "parametric"/"none".
         seed: optional int seed of the gate noise.
 
     Call arguments:
@@ -46,11 +52,17 @@ class MoEAdaptor(tf.keras.__internal__.layers.BaseRandomLayer):
         num_experts: int = 8,
         dropout: float = 0.2,
         gating: bool = True,
-        whitening: bool = True,
+        whitening: str | bool = "parametric",
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(seed=seed, **kwargs)
+        if isinstance(whitening, bool):
+            whitening = "parametric" if whitening else "none"
+        if whitening not in WHITENINGS:
+            raise ValueError(f"whitening must be one of {WHITENINGS}, got {whitening!r}")
+        if whitening == "bert" and (num_experts != 1 or gating):
+            raise ValueError("a fixed BERT-whitening is one expert without a gate")
         self.output_dim = output_dim
         self.num_experts = num_experts
         self.dropout = dropout
@@ -62,7 +74,11 @@ class MoEAdaptor(tf.keras.__internal__.layers.BaseRandomLayer):
         input_dim = int(input_shape[-1])
         self.experts = [
             ParametricWhitening(
-                self.output_dim, dropout=self.dropout, center=self.whitening, name=f"expert_{i}"
+                self.output_dim,
+                dropout=self.dropout,
+                center=self.whitening != "none",
+                trainable=self.whitening != "bert",
+                name=f"expert_{i}",
             )
             for i in range(self.num_experts)
         ]
@@ -77,6 +93,20 @@ class MoEAdaptor(tf.keras.__internal__.layers.BaseRandomLayer):
                 name="noise_kernel", shape=[input_dim, self.num_experts], initializer="zeros"
             )
         super().build(input_shape)
+
+    def set_whitening(self, mean: np.ndarray, kernel: np.ndarray, rotations: np.ndarray) -> None:
+        """Starts expert `e` at `b = mean`, `W = kernel @ rotations[e]` (BERT-whitening).
+
+        Args:
+            mean: `[input_dim]`, the text vectors' mean.
+            kernel: `[input_dim, output_dim]`, the Whitening-k matrix.
+            rotations: `[num_experts, output_dim, output_dim]` orthogonal matrices.
+        """
+        if self.whitening == "none":
+            raise ValueError("experts without centring cannot start as a whitening")
+        for expert, rotation in zip(self.experts, rotations, strict=True):
+            expert.bias.assign(mean)
+            expert.kernel.assign(kernel @ rotation)
 
     def gates(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Expert weights `[..., num_experts]` for `inputs`."""
