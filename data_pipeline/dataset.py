@@ -250,6 +250,17 @@ class DatasetDir:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
 
+    def target_counts(self, split: str = "train") -> np.ndarray:
+        """How often each item is the target of an example of `split`, int64 `[items + 1]`."""
+        import tensorflow as tf
+
+        spec = {"target": parse_spec()["target"]}
+        counts = np.zeros(self.num_items + 1, np.int64)
+        records = tf.data.TFRecordDataset(self.split_files(split)).batch(1 << 16)
+        for batch in records.map(lambda s: tf.io.parse_example(s, spec)["target"]):
+            counts += np.bincount(batch.numpy(), minlength=len(counts))[: len(counts)]
+        return counts
+
     def verify_shards(self) -> None:
         """Checks every listed file against its sha256; a mismatch names the file."""
         for entry in listed_files(self.manifest):

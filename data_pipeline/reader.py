@@ -103,6 +103,7 @@ def make_dataset(
     repeat: bool = False,
     drop_remainder: bool = False,
     augmentation: Augmentation | None = None,
+    batch_seeds: bool = False,
 ) -> tf.data.Dataset:
     """Batches of a split of a built dataset.
 
@@ -121,10 +122,13 @@ def make_dataset(
         repeat: Repeat forever (reshuffled each epoch).
         drop_remainder: Drop the last, smaller batch (static batch dimension).
         augmentation: add UniSRec's seq-seq view with these settings (see `augment_batch`).
+        batch_seeds: add `seed`, int64 [B, 2], the same stateless seed on every row of a batch
+            (a new one per batch), for randomness the whole batch must share on every
+            replica, such as the negatives sampled for it.
 
     Returns:
         A dataset of dicts: history, length, target, user, domain (+ history_aug, length_aug,
-        word_drop with `augmentation`).
+        word_drop with `augmentation`; seed with `batch_seeds`).
     """
     dataset_dir = data if isinstance(data, DatasetDir) else DatasetDir.open(data)
     files = dataset_dir.split_files(split)
@@ -151,9 +155,13 @@ def make_dataset(
 
     def transform(step: tf.Tensor, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         batch = parse_batch(serialized, max_len)
+        batch_seed = tf.stack([tf.constant(seed, tf.int64), step])
         if augmentation is not None:
-            batch_seed = tf.stack([tf.constant(seed, tf.int64), step])
             batch = augment_batch(batch, batch_seed, augmentation)
+        if batch_seeds:
+            # Its own stream, apart from the augmentation's.
+            shared = tf.random.experimental.stateless_fold_in(batch_seed, 1)
+            batch["seed"] = tf.tile(shared[tf.newaxis], [tf.shape(batch["target"])[0], 1])
         return batch
 
     dataset = dataset.enumerate().map(

@@ -84,3 +84,15 @@ def full_softmax_loss(queries, items, targets, temperature):
     logp = logits - logits.max(1, keepdims=True)
     logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
     return float(-np.mean(logp[np.arange(len(targets)), targets - 1]))
+
+
+def sampled_softmax_loss(queries, candidates, ids, probability, temperature):
+    """Mean logQ-corrected softmax: query i's positive is candidate i; candidates sharing its
+    id elsewhere (accidental hits) are left out; `probability[j]` is candidate j's."""
+    logits = queries @ candidates.T / temperature - np.log(probability)[None, :]
+    losses = []
+    for i in range(len(queries)):
+        keep = (ids != ids[i]) | (np.arange(len(ids)) == i)
+        row = logits[i][keep]
+        losses.append(-(logits[i, i] - np.log(np.exp(row - row.max()).sum()) - row.max()))
+    return float(np.mean(losses))

@@ -23,7 +23,12 @@ def build_model(config: TrainConfig, dataset: DatasetDir) -> UniSRec:
         features = dataset.text_features("default")
         if config.uses_seq_seq_view:
             word_drop_features = dataset.text_features("word_drop")
-    return build_model_from_tables(config, dataset.num_items, features, word_drop_features)
+    model = build_model_from_tables(config, dataset.num_items, features, word_drop_features)
+    if config.negatives != "full":
+        model.set_sampling(
+            dataset.target_counts("train"), popularity=config.sampling == "popularity"
+        )
+    return model
 
 
 def build_model_from_tables(
@@ -75,6 +80,8 @@ def build_model_from_tables(
         temperature=config.temperature,
         seq_item_weight=config.seq_item_weight,
         seq_seq_weight=config.seq_seq_weight,
+        negatives=config.negatives,
+        num_negatives=config.num_negatives,
     )
     item_tower.build(None)
     if text_features is not None:

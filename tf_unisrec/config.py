@@ -71,6 +71,8 @@ STAGES: dict[str, Stage] = {
 STRATEGIES = ("default", "mirrored", "multi_worker")
 SCORINGS = ("cosine", "dot")
 WHITENINGS = ("parametric", "none", "bert")
+NEGATIVES = ("full", "in-batch", "sampled")
+SAMPLINGS = ("uniform", "popularity")
 WHITENING_INITS = ("random", "bert")
 TEMPERATURES = {"cosine": 0.07, "dot": 1.0}
 STOPPING_METRIC = "ndcg@10"
@@ -148,6 +150,20 @@ class TrainConfig:
         1.0, "weight of L_SI in pre-training (0: the w/o L_SI ablation)"
     )
     seq_seq_weight: float = option(1e-3, "lambda, weight of L_SS in pre-training (0: w/o L_SS)")
+    negatives: str = option(
+        "full",
+        "candidates of the fine-tuning softmax: full (every item, the paper's setting; a step "
+        "costs O(catalogue)), in-batch (the batch's targets) or sampled (plus --num-negatives "
+        "per step); both logQ-corrected, and their steps cost O(batch)",
+        choices=NEGATIVES,
+    )
+    num_negatives: int = option(1024, "items sampled per step with --negatives sampled")
+    sampling: str = option(
+        "uniform",
+        "how --negatives sampled draws: uniform over the catalogue or popularity (by how often "
+        "an item is a training target)",
+        choices=SAMPLINGS,
+    )
     item_drop_ratio: float = option(0.2, "share of items dropped from the L_SS view")
     item_drop_prob: float = option(0.9, "probability of item drop (else word drop) per batch")
     # Optimisation.
@@ -207,6 +223,12 @@ class TrainConfig:
             raise ValueError(f"--stage {self.stage} scores by cosine: it takes no --scoring dot")
         if self.temperature is None:
             self.temperature = TEMPERATURES[self.scoring]
+        if self.negatives not in NEGATIVES or self.sampling not in SAMPLINGS:
+            raise ValueError(f"--negatives must be one of {NEGATIVES}, --sampling of {SAMPLINGS}")
+        if self.negatives != "full" and STAGES[self.stage].objective != "full_softmax":
+            raise ValueError(f"--stage {self.stage} has in-batch negatives: no --negatives")
+        if self.num_negatives < 1:
+            raise ValueError(f"--num-negatives must be positive, got {self.num_negatives}")
 
     @property
     def stage_info(self) -> Stage:

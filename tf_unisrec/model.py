@@ -2,12 +2,14 @@
 
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tf_unisrec.layers import ItemTower, SequenceEncoder
 from tf_unisrec.objectives import (
     InBatchContrastive,
+    SampledSoftmax,
     full_softmax_loss,
     global_batch_size,
     mask_padding,
@@ -15,6 +17,7 @@ from tf_unisrec.objectives import (
 
 OBJECTIVES = ("contrastive", "full_softmax")
 SCORINGS = ("cosine", "dot")
+NEGATIVES = ("full", "in-batch", "sampled")
 
 
 def length_boundaries(max_length: int, growth: float = 1.35) -> list[int]:
@@ -36,7 +39,11 @@ class UniSRec(tfrs.models.Model):
       augmented view), targets shared within the batch masked.
     - `objective="full_softmax"` (fine-tuning, SASRec): cross-entropy over all items with
       temperature, as the official code does (not in-batch negatives). The padding item is
-      excluded from the softmax; the official code leaves it in.
+      excluded from the softmax; the official code leaves it in. With `negatives="in-batch"`
+      or `"sampled"` the softmax runs over the global batch's targets (plus `num_negatives`
+      items sampled per step, shared by the batch), logQ-corrected (`SampledSoftmax`), and
+      only the items of the step go through the item tower: the cost of a step no longer
+      grows with the catalogue. Call `set_sampling` first.
 
     Args:
         item_tower: an `ItemTower`.
@@ -46,6 +53,8 @@ class UniSRec(tfrs.models.Model):
         temperature: softmax temperature of every loss.
         seq_item_weight: weight of `L_SI` in pre-training (0 is the "w/o L_SI" ablation).
         seq_seq_weight: weight `lambda` of `L_SS` in pre-training (0 is "w/o L_SS").
+        negatives: one of `NEGATIVES`, the candidates of the fine-tuning softmax.
+        num_negatives: items sampled per step with `negatives="sampled"`.
         bucket_by_length: encode a batch in groups of similar history length, each trimmed
             to its own longest history. Every history is encoded on its own, so the result is
             exact; it only skips the work on padding.
@@ -63,6 +72,8 @@ class UniSRec(tfrs.models.Model):
         temperature: float = 0.07,
         seq_item_weight: float = 1.0,
         seq_seq_weight: float = 1e-3,
+        negatives: str = "full",
+        num_negatives: int = 1024,
         bucket_by_length: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -75,12 +86,44 @@ class UniSRec(tfrs.models.Model):
         self.sequence_encoder = sequence_encoder
         self.objective = objective
         self.scoring = scoring
+        if negatives not in NEGATIVES or (negatives != "full" and objective != "full_softmax"):
+            raise ValueError(f"negatives must be one of {NEGATIVES} (full when contrastive)")
+        self.negatives = negatives
+        self.num_negatives = num_negatives
+        self.target_probability: tf.Tensor | None = None
+        self.negative_probability: tf.Tensor | None = None
         self.temperature = temperature
         self.seq_item_weight = seq_item_weight
         self.seq_seq_weight = seq_seq_weight
         self.bucket_by_length = bucket_by_length
         self.seq_item_task = InBatchContrastive(temperature, name="seq_item")
         self.seq_seq_task = InBatchContrastive(temperature, name="seq_seq")
+        self.sampled_task = SampledSoftmax(temperature, name="sampled_softmax")
+
+    def set_sampling(self, target_counts: np.ndarray, popularity: bool = False) -> None:
+        """The distributions of sampled softmax: targets by frequency, negatives as asked.
+
+        Args:
+            target_counts: `[items + 1]` how often each item is a training target.
+            popularity: sample negatives by target frequency; otherwise uniformly.
+        """
+        counts = np.asarray(target_counts, np.float64)
+        if counts.shape != (self.item_tower.num_items + 1,) or counts.sum() <= 0:
+            raise ValueError(f"expected {self.item_tower.num_items + 1} target counts")
+        target = counts / counts.sum()
+        if popularity:
+            negative = target
+        else:
+            negative = np.full_like(target, 1.0 / self.item_tower.num_items)
+            negative[0] = 0.0
+        self.target_probability = tf.constant(target, tf.float32)
+        self.negative_probability = tf.constant(negative, tf.float32)
+
+    def sample_negatives(self, seed: tf.Tensor) -> tf.Tensor:
+        """`num_negatives` item indices (never padding) drawn from the negative distribution."""
+        logits = tf.math.log(self.negative_probability)[tf.newaxis]
+        samples = tf.random.stateless_categorical(logits, self.num_negatives, seed)
+        return tf.cast(samples[0], tf.int32)
 
     def sequence_vectors(
         self,
@@ -148,8 +191,10 @@ class UniSRec(tfrs.models.Model):
         targets = tf.cast(features["target"], tf.int32)
         denominator = global_batch_size(tf.shape(targets)[0])
         if self.objective == "full_softmax":
-            items = self.item_vectors(training=training)
-            return full_softmax_loss(queries, items, targets, self.temperature) / denominator
+            if self.negatives == "full":
+                items = self.item_vectors(training=training)
+                return full_softmax_loss(queries, items, targets, self.temperature) / denominator
+            return self.sampled_loss(queries, targets, features, training) / denominator
         loss = tf.constant(0.0)
         if self.seq_item_weight:
             positives = tf.math.l2_normalize(self.item_tower(targets, training=training), axis=-1)
@@ -163,6 +208,28 @@ class UniSRec(tfrs.models.Model):
             )
             loss += self.seq_seq_weight * self.seq_seq_task(queries, views, targets)
         return loss / denominator
+
+    def sampled_loss(
+        self, queries: tf.Tensor, targets: tf.Tensor, features: dict, training: bool
+    ) -> tf.Tensor:
+        """`SampledSoftmax` over the batch's targets and, if sampled, shared negatives."""
+        if self.target_probability is None:
+            raise ValueError(f"negatives={self.negatives!r} needs set_sampling() first")
+        negative_ids = tf.zeros([0], tf.int32)
+        if self.negatives == "sampled":
+            # Every row carries the batch's seed; a replica left without rows samples anything.
+            negative_ids = self.sample_negatives(tf.reduce_max(features["seed"], axis=0))
+        positives = self.score_space(self.item_tower(targets, training=training))
+        negatives = self.score_space(self.item_tower(negative_ids, training=training))
+        return self.sampled_task(
+            queries,
+            positives,
+            targets,
+            tf.reshape(negatives, [-1, tf.shape(positives)[1]]),
+            negative_ids,
+            self.target_probability,
+            self.negative_probability,
+        )
 
     def freeze_for_fine_tuning(self) -> None:
         """Parameter-efficient fine-tuning: freeze positions and transformer blocks.

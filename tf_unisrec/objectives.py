@@ -73,6 +73,80 @@ class InBatchContrastive(tf.keras.layers.Layer):
         return {**super().get_config(), "temperature": self.temperature}
 
 
+class SampledSoftmax(tf.keras.layers.Layer):
+    """Softmax over the global batch's targets plus shared sampled negatives, logQ-corrected.
+
+    Candidates are the targets of the global batch (gathered across replicas, as
+    `InBatchContrastive`) followed by `negatives` shared by every query. Each logit is divided
+    by `temperature` and then corrected by the log of its candidate's sampling probability
+    (`tfrs.tasks.Retrieval`'s `candidate_sampling_probability`), so the sampled softmax
+    estimates the full one; candidates equal to a query's target, other than its own column,
+    are removed (`remove_accidental_hits`).
+
+    The sampling probability of an item is that of the mixture the candidates come from: `B`
+    in-batch targets drawn by target frequency `p_target` and `M` negatives drawn from
+    `p_negative`, `q = (B p_target + M p_negative) / (B + M)`.
+
+    Args:
+        temperature: float, the softmax temperature.
+
+    Call arguments:
+        queries: `[b, d]` this replica's queries.
+        positives: `[b, d]` the vectors of their targets.
+        positive_ids: `[b]` the targets.
+        negatives: `[M, d]` shared negatives (M may be 0).
+        negative_ids: `[M]`.
+        target_probability: `[items + 1]` `p_target`.
+        negative_probability: `[items + 1]` `p_negative` (unused when M is 0).
+
+    Reference:
+        Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
+        Recommendations", RecSys 2019; Yang et al., "Mixed Negative Sampling for Learning
+        Two-tower Neural Networks in Recommendations", WWW 2020.
+    """
+
+    def __init__(self, temperature: float = 0.07, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.temperature = temperature
+        self._task = tfrs.tasks.Retrieval(
+            loss=tf.keras.losses.CategoricalCrossentropy(
+                from_logits=True, reduction=tf.keras.losses.Reduction.SUM
+            ),
+            temperature=temperature,
+            remove_accidental_hits=True,
+        )
+
+    def call(
+        self,
+        queries: tf.Tensor,
+        positives: tf.Tensor,
+        positive_ids: tf.Tensor,
+        negatives: tf.Tensor,
+        negative_ids: tf.Tensor,
+        target_probability: tf.Tensor,
+        negative_probability: tf.Tensor,
+    ) -> tf.Tensor:
+        positives, positive_ids = gather_candidates(positives, positive_ids)
+        batch = tf.cast(tf.shape(positive_ids)[0], tf.float32)
+        sampled = tf.cast(tf.shape(negative_ids)[0], tf.float32)
+        ids = tf.concat([positive_ids, negative_ids], axis=0)
+        probability = (
+            batch * tf.gather(target_probability, ids)
+            + sampled * tf.gather(negative_probability, ids)
+        ) / (batch + sampled)
+        return self._task(
+            queries,
+            tf.concat([positives, negatives], axis=0),
+            candidate_sampling_probability=probability,
+            candidate_ids=ids,
+            compute_metrics=False,
+            compute_batch_metrics=False,
+        )
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "temperature": self.temperature}
+
+
 def full_softmax_loss(
     queries: tf.Tensor, items: tf.Tensor, targets: tf.Tensor, temperature: float
 ) -> tf.Tensor:

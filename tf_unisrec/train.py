@@ -248,6 +248,7 @@ class Trainer:
             seed=config.seed + epoch,
             deterministic=True,
             augmentation=augmentation,
+            batch_seeds=config.negatives == "sampled",
         )
         if config.steps_per_epoch:
             dataset = dataset.take(config.steps_per_epoch)

@@ -21,14 +21,17 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from model_factory import tiny_batch, tiny_model
 from tf_unisrec.train import make_train_step
 
-stage = sys.argv[1]
-batch = tiny_batch()
+tf.keras.utils.set_random_seed(0)  # the same weights in every run of the test
+stage, negatives = sys.argv[1], sys.argv[2]
+batch = {**tiny_batch(), "seed": tf.constant([[5, 6]] * 8, tf.int64)}
 dataset = tf.data.Dataset.from_tensor_slices(batch).batch(8)
 
 def one_step(strategy, weights=None):
     with strategy.scope():
         model = tiny_model(stage, dropout=0.0, attention_dropout=0.0, adaptor_dropout=0.0,
-                           gating=False)
+                           gating=False, negatives=negatives, num_negatives=4)
+        if negatives != "full":
+            model.set_sampling([0] + list(range(1, 13)))
         optimizer = tf.keras.optimizers.SGD(learning_rate=1.0)
     if weights is not None:
         model.set_weights(weights)
@@ -48,12 +51,19 @@ print(json.dumps({"single": single, "mirrored": mirrored}))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["pretrain", "transductive"])
-def test_two_replicas_equal_one_device(stage):
+@pytest.mark.parametrize(
+    "stage, negatives",
+    [("pretrain", "full"), ("transductive", "full"), ("inductive", "sampled")],
+)
+def test_two_replicas_equal_one_device(stage, negatives):
     tests_dir = pathlib.Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests_dir), str(tests_dir.parent)])}
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, stage], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", SCRIPT, stage, negatives],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
