@@ -3,7 +3,7 @@
 ::
 
     python -m export.saved_model --run runs/sci --output models/unisrec [--version N]
-        [--max-k 100] [--model-name unisrec]
+        [--max-k 100] [--model-name unisrec] [--add-items ITEMS]
 
 writes
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import pathlib
 import re
 import sys
 import tempfile
@@ -42,8 +43,10 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from data_pipeline.dataset import DatasetDir
+from data_pipeline.encode_text import encode_texts
 from data_pipeline.errors import DataError
 from data_pipeline.fileio import STAGING_MARK, atomic_write, remove_stale_staging, staged_directory
+from data_pipeline.sources.items import read_item_table as read_item_source
 from data_pipeline.text.encoder import TextEncoder
 from export.client import string_matrix
 from export.contract import (
@@ -60,7 +63,7 @@ from export.contract import (
     WARMUP_FILE,
     Tensor,
 )
-from export.signatures import UniSRecServingModule, write_item_ids_file
+from export.signatures import ITEM_CHUNK, UniSRecServingModule, write_item_ids_file
 from tf_unisrec.config import TrainConfig
 from tf_unisrec.model import UniSRec
 from tf_unisrec.run_dir import RunDir, RunError
@@ -205,6 +208,49 @@ def write_models_config(path: str, model_name: str, base_path: str) -> str:
     return path
 
 
+def embed_new_items(
+    path: str | os.PathLike, dataset: DatasetDir, model: UniSRec, text_encoder: TextEncoder
+) -> tuple[list[str], list[str], tf.Tensor]:
+    """IDs, texts and item-tower outputs of items the run never saw, from their text alone.
+
+    Args:
+        path: an item table as the data pipeline reads them (CSV, TSV or JSONL of item ID and
+            text columns).
+        dataset: the run's dataset, whose items the new ones must not repeat.
+        model: the trained model; its frozen adaptor embeds the texts (a transductive model's
+            ID part is zero for them: it was never trained).
+        text_encoder: the encoder that wrote the dataset's text features.
+
+    Raises:
+        DataError: a malformed table, a duplicate ID, an empty text or an ID the catalogue
+            already holds.
+        ValueError: an ID-only model, which cannot embed text.
+    """
+    if not model.item_tower.uses_text:
+        raise ValueError("an ID-only model (sasrec) has no text path: it cannot add items")
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise DataError("item table not found", path)
+    table = read_item_source(path)
+    empty = [item for item, text in table.items() if not text]
+    if empty:
+        raise DataError(f"{len(empty)} new items have no text, e.g. {empty[0]!r}", path)
+    known = set(str(i) for i in dataset.item_ids[1:])
+    clashes = [item for item in table if item in known]
+    if clashes:
+        raise DataError(
+            f"{len(clashes)} item IDs are already in the catalogue, e.g. {clashes[0]!r}", path
+        )
+    ids, texts = list(table), list(table.values())
+    features = encode_texts(text_encoder, texts, progress=False)
+    tower = model.item_tower
+    inputs = [
+        tower.text_vectors(features[start : start + ITEM_CHUNK], training=False)
+        for start in range(0, len(features), ITEM_CHUNK)
+    ]
+    return ids, texts, tf.concat(inputs, axis=0)
+
+
 def export_saved_model(
     run_dir: str | os.PathLike,
     base_path: str | os.PathLike,
@@ -212,12 +258,18 @@ def export_saved_model(
     version: int | None = None,
     max_k: int = DEFAULT_MAX_K,
     model_name: str = DEFAULT_MODEL_NAME,
+    add_items: str | os.PathLike | None = None,
 ) -> ExportResult:
     """Exports a run's best model to ``base_path/<version>`` (see the module docstring).
+
+    Args:
+        add_items: an item table of items to add to the run's catalogue (see
+            `embed_new_items`); the previous versions are left as they are.
 
     Raises:
         FileExistsError: the version already exists.
         ValueError: bad arguments, or a run that does not match its dataset.
+        DataError: a bad `add_items` table.
     """
     if max_k < 1:
         raise ValueError(f"--max-k must be positive, got {max_k}")
@@ -232,6 +284,14 @@ def export_saved_model(
     _, info, model = load_trained_model(run_dir)
     text_encoder = load_text_encoder(info) if model.item_tower.uses_text else None
     item_ids = [str(i) for i in info.item_ids]
+    item_texts = [str(t) for t in info.texts]
+    added_inputs = None
+    if add_items is not None:
+        if text_encoder is None:
+            raise ValueError("an ID-only model (sasrec) has no text path: it cannot add items")
+        new_ids, new_texts, added_inputs = embed_new_items(add_items, info, model, text_encoder)
+        item_ids += new_ids
+        item_texts += new_texts
     remove_stale_exports(base)
     # tf.saved_model.save copies the ID file into assets/, so the original lives outside the
     # version folder and is gone with the temporary folder.
@@ -239,10 +299,11 @@ def export_saved_model(
         module = UniSRecServingModule(
             model,
             item_ids,
-            [str(t) for t in info.texts],
+            item_texts,
             write_item_ids_file(item_ids, os.path.join(scratch, ITEM_IDS_ASSET)),
             max_k=max_k,
             text_encoder=text_encoder,
+            added_item_inputs=added_inputs,
         )
         signatures = module.signatures()
         tf.saved_model.save(module, str(staging), signatures=signatures)
@@ -265,6 +326,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--max-k", type=int, default=DEFAULT_MAX_K, help="largest k a request may ask for"
     )
     parser.add_argument(
+        "--add-items",
+        metavar="ITEMS",
+        help="an item table (CSV, TSV or JSONL of item ID and text) of items the run never saw: "
+        "they join the catalogue of the new version, embedded from their text",
+    )
+    parser.add_argument(
         "--model-name", default=DEFAULT_MODEL_NAME, help="model name in models.config"
     )
     return parser
@@ -279,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             version=args.version,
             max_k=args.max_k,
             model_name=args.model_name,
+            add_items=args.add_items,
         )
     except (DataError, RunError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

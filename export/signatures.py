@@ -54,6 +54,9 @@ from export.contract import (
 )
 from tf_unisrec.model import UniSRec
 
+# Items adapted at once when the catalogue is frozen: bounds memory on large catalogues.
+ITEM_CHUNK = 65536
+
 _DEFAULT_K = TOP_K.default_tensor()
 _DEFAULT_EXCLUDE = EXCLUDE_HISTORY.default_tensor()
 
@@ -74,6 +77,9 @@ class UniSRecServingModule(tf.Module):
         max_k: the largest ``k`` a request may ask for.
         text_encoder: the text encoder whose outputs the model's text table holds (a
             ``data_pipeline.text.encoder.TextEncoder``); required unless the model is ID-only.
+        added_item_inputs: ``[M, H]`` item-tower outputs of items the model was not trained
+            on, appended to the catalogue after its own items (``item_ids`` and ``item_texts``
+            then hold them too).
     """
 
     def __init__(
@@ -85,10 +91,12 @@ class UniSRecServingModule(tf.Module):
         *,
         max_k: int,
         text_encoder: tf.Module | None = None,
+        added_item_inputs: tf.Tensor | None = None,
     ) -> None:
         super().__init__(name="unisrec_serving")
         tower = model.item_tower
-        num_items = tower.num_items
+        added = 0 if added_item_inputs is None else int(added_item_inputs.shape[0])
+        num_items = tower.num_items + added
         if len(item_ids) != num_items + 1 or len(item_texts) != num_items + 1:
             raise ValueError(
                 f"expected {num_items + 1} item IDs and texts (padding row first), got "
@@ -103,7 +111,9 @@ class UniSRecServingModule(tf.Module):
         self.max_length = int(model.sequence_encoder.max_length)
         self.k_limit = min(max_k, num_items)
 
-        inputs = tower(tf.range(num_items + 1), training=False)
+        inputs = model.item_inputs(chunk_size=ITEM_CHUNK)
+        if added:
+            inputs = tf.concat([inputs, tf.cast(added_item_inputs, inputs.dtype)], axis=0)
         self.item_inputs = tf.Variable(inputs, trainable=False, name="item_inputs")
         self.item_texts = tf.Variable(
             tf.constant(list(item_texts), tf.string), trainable=False, name="item_texts"

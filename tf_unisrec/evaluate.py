@@ -26,6 +26,9 @@ class Evaluator:
     """Ranks every item for every example of a split (padding excluded, history items kept).
 
     The query encoder is traced once, when the evaluator is made, and reused by every pass.
+    With `chunk_size`, the item table is adapted and scored that many items at a time with a
+    running top-K, so memory stays bounded whatever the catalogue size; the metrics are the
+    same.
 
     Args:
         model: the model to evaluate.
@@ -33,6 +36,7 @@ class Evaluator:
         ks: the cut-offs.
         batch_size: histories per batch.
         max_length: histories keep their last `max_length` items.
+        chunk_size: items adapted and scored at once; None: the whole catalogue.
     """
 
     def __init__(
@@ -43,8 +47,10 @@ class Evaluator:
         ks: Sequence[int],
         batch_size: int,
         max_length: int,
+        chunk_size: int | None = None,
     ) -> None:
         self.model = model
+        self.chunk_size = chunk_size
         self.dataset = dataset
         self.ks = tuple(ks)
         self.batch_size = batch_size
@@ -59,8 +65,9 @@ class Evaluator:
 
     def __call__(self, split: str) -> dict[str, float]:
         """Recall@K and NDCG@K of `split` ("valid" or "test"), keyed "recall@10", ..."""
-        items = self.model.item_vectors()[1:]
-        metrics = FullRankingMetrics(items, tf.range(1, self.dataset.num_items + 1), ks=self.ks)
+        items = self.model.item_vectors(chunk_size=self.chunk_size)[1:]
+        ids = tf.range(1, self.dataset.num_items + 1)
+        metrics = FullRankingMetrics(items, ids, ks=self.ks, chunk_size=self.chunk_size)
         examples = make_dataset(
             self.dataset, split, batch_size=self.batch_size, max_len=self.max_length
         )
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         ks=ks,
         batch_size=args.batch_size or config.eval_batch_size,
         max_length=config.max_length,
+        chunk_size=config.eval_chunk_size,
     )
     start = time.perf_counter()
     results = evaluator(args.split)

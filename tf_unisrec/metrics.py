@@ -1,4 +1,4 @@
-"""Full-ranking metrics: TFRS's FactorizedTopK for Recall@K and a matching NDCG@K."""
+"""Full-ranking metrics over a TFRS retrieval index: Recall@K and NDCG@K from one retrieval."""
 
 from collections.abc import Sequence
 
@@ -6,13 +6,14 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 
-class FactorizedNDCG(tfrs.metrics.Factorized):
-    """NDCG@K of one true candidate per query, over a TFRS retrieval index.
+class FactorizedRanking(tfrs.metrics.Factorized):
+    """Recall@K and NDCG@K of one true candidate per query, over a TFRS retrieval index.
 
-    The companion of `tfrs.metrics.FactorizedTopK` (whose top-K accuracy is Recall@K with one
-    target) in its id-based mode: the true candidate's rank is its position among the index's
-    top results, so ties are broken exactly as the index breaks them. With one relevant item
-    the ideal DCG is 1 and `NDCG@K = 1 / log2(rank + 2)` for a 0-based rank below K, else 0.
+    The index is queried once per batch for the largest K, and both metrics are read off the
+    true candidate's rank among the retrieved ids, so ties are broken exactly as the index
+    breaks them (lower index first, for TFRS's exact indexes). With one relevant item,
+    Recall@K is TFRS's `FactorizedTopK` top-K accuracy, the ideal DCG is 1, and
+    `NDCG@K = 1 / log2(rank + 2)` for a 0-based rank below K, else 0.
 
     Args:
         candidates: a `tfrs.layers.factorized_top_k.TopK` index built with identifiers.
@@ -23,12 +24,13 @@ class FactorizedNDCG(tfrs.metrics.Factorized):
         self,
         candidates: tfrs.layers.factorized_top_k.TopK,
         ks: Sequence[int] = (10, 50),
-        name: str = "factorized_ndcg",
+        name: str = "factorized_ranking",
     ) -> None:
         super().__init__(name=name)
         self._candidates = candidates
         self._ks = tuple(ks)
-        self._ndcg_metrics = [tf.keras.metrics.Mean(name=f"ndcg_at_{k}") for k in self._ks]
+        self._recall = [tf.keras.metrics.Mean(name=f"recall_at_{k}") for k in self._ks]
+        self._ndcg = [tf.keras.metrics.Mean(name=f"ndcg_at_{k}") for k in self._ks]
 
     def update_state(
         self,
@@ -38,62 +40,76 @@ class FactorizedNDCG(tfrs.metrics.Factorized):
         sample_weight: tf.Tensor | None = None,
     ) -> tf.Operation:
         if true_candidate_ids is None:
-            raise ValueError("FactorizedNDCG is id-based: pass true_candidate_ids")
+            raise ValueError("FactorizedRanking is id-based: pass true_candidate_ids")
         _, retrieved_ids = self._candidates(query_embeddings, k=max(self._ks))
         true_ids = tf.reshape(tf.cast(true_candidate_ids, retrieved_ids.dtype), [-1, 1])
         matches = tf.cast(tf.equal(retrieved_ids, true_ids), tf.float32)
         ranks = tf.range(tf.cast(tf.shape(matches)[1], tf.float32))
         gains = matches * tf.math.log(2.0) / tf.math.log(ranks + 2.0)
-        update_ops = [
-            metric.update_state(tf.reduce_sum(gains[:, :k], axis=1), sample_weight)
-            for k, metric in zip(self._ks, self._ndcg_metrics, strict=True)
-        ]
+        update_ops = []
+        for k, recall, ndcg in zip(self._ks, self._recall, self._ndcg, strict=True):
+            update_ops.append(recall.update_state(tf.reduce_sum(matches[:, :k], 1), sample_weight))
+            update_ops.append(ndcg.update_state(tf.reduce_sum(gains[:, :k], 1), sample_weight))
         return tf.group(update_ops)
 
     def reset_states(self) -> None:
-        for metric in self._ndcg_metrics:
+        for metric in self._recall + self._ndcg:
             metric.reset_states()
 
-    def result(self) -> list[tf.Tensor]:
-        return [metric.result() for metric in self._ndcg_metrics]
+    def result(self) -> dict[str, tf.Tensor]:
+        results = {}
+        for k, recall, ndcg in zip(self._ks, self._recall, self._ndcg, strict=True):
+            results[f"recall@{k}"] = recall.result()
+            results[f"ndcg@{k}"] = ndcg.result()
+        return results
 
 
 class FullRankingMetrics:
-    """Recall@K (TFRS `FactorizedTopK`) and NDCG@K over an exact index of the whole catalogue.
+    """Recall@K and NDCG@K over an exact index of the whole catalogue.
 
-    A cut-off larger than the catalogue ranks the whole catalogue.
+    With `chunk_size`, candidates are scored `chunk_size` at a time with a running top-K (a
+    TFRS `Streaming` index), so memory stays bounded by `queries x chunk_size` scores whatever
+    the catalogue size; the results are the same as the `BruteForce` index's. A cut-off larger
+    than the catalogue ranks the whole catalogue.
 
     Args:
         item_vectors: `[num_items, d]` candidate vectors (padding excluded).
-        item_ids: `[num_items]` identifiers of the candidates (e.g. item indices).
+        item_ids: `[num_items]` identifiers of the candidates (e.g. item indices), in the order
+            ties are broken.
         ks: cut-offs.
+        chunk_size: candidates per scoring step; None scores the whole catalogue at once.
     """
 
     def __init__(
-        self, item_vectors: tf.Tensor, item_ids: tf.Tensor, ks: Sequence[int] = (10, 50)
+        self,
+        item_vectors: tf.Tensor,
+        item_ids: tf.Tensor,
+        ks: Sequence[int] = (10, 50),
+        chunk_size: int | None = None,
     ) -> None:
         self.ks = tuple(ks)
         num_items = int(item_vectors.shape[0])
-        cutoffs = tuple(min(k, num_items) for k in self.ks)
-        self.index = tfrs.layers.factorized_top_k.BruteForce(k=max(cutoffs))
-        self.index.index(item_vectors, identifiers=item_ids)
-        self.recall = tfrs.metrics.FactorizedTopK(candidates=self.index, ks=cutoffs)
-        self.ndcg = FactorizedNDCG(self.index, ks=cutoffs)
+        self._cutoff = {k: min(k, num_items) for k in self.ks}
+        cutoffs = tuple(sorted(set(self._cutoff.values())))
+        if chunk_size is None:
+            self.index = tfrs.layers.factorized_top_k.BruteForce(k=max(cutoffs))
+            self.index.index(item_vectors, identifiers=item_ids)
+        else:
+            self.index = tfrs.layers.factorized_top_k.Streaming(k=max(cutoffs))
+            candidates = tf.data.Dataset.from_tensor_slices((item_ids, item_vectors))
+            self.index.index_from_dataset(candidates.batch(chunk_size))
+        self.metrics = FactorizedRanking(self.index, ks=cutoffs)
 
     def update_state(self, queries: tf.Tensor, true_ids: tf.Tensor) -> None:
-        # id-based evaluation: true candidate embeddings are not needed
-        self.recall.update_state(queries, queries, true_candidate_ids=true_ids)
-        self.ndcg.update_state(queries, true_candidate_ids=true_ids)
+        self.metrics.update_state(queries, true_candidate_ids=true_ids)
 
     def reset_states(self) -> None:
-        self.recall.reset_states()
-        self.ndcg.reset_states()
+        self.metrics.reset_states()
 
     def result(self) -> dict[str, float]:
+        values = self.metrics.result()
         results: dict[str, float] = {}
-        recalls = self.recall.result()
-        ndcgs = self.ndcg.result()
-        for k, recall, ndcg in zip(self.ks, recalls, ndcgs, strict=True):
-            results[f"recall@{k}"] = float(recall)
-            results[f"ndcg@{k}"] = float(ndcg)
+        for k in self.ks:
+            for name in ("recall", "ndcg"):
+                results[f"{name}@{k}"] = float(values[f"{name}@{self._cutoff[k]}"])
         return results

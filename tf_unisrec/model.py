@@ -168,10 +168,25 @@ class UniSRec(tfrs.models.Model):
         outputs = self.sequence_encoder(item_vectors, length=length, training=training)
         return self.score_space(outputs)
 
-    def item_vectors(self, training: bool = False) -> tf.Tensor:
+    def item_inputs(self, training: bool = False, chunk_size: int | None = None) -> tf.Tensor:
+        """Item tower outputs of all items `[num_items + 1, hidden]`; row 0 is padding.
+
+        These are what the sequence encoder reads. With `chunk_size` (eager only), the tower
+        runs on that many items at a time, which bounds the adaptor's memory on large
+        catalogues.
+        """
+        rows = self.item_tower.num_items + 1
+        if chunk_size is None:
+            return self.item_tower(tf.range(rows), training=training)
+        chunks = [
+            self.item_tower(tf.range(start, min(start + chunk_size, rows)), training=training)
+            for start in range(0, rows, chunk_size)
+        ]
+        return tf.concat(chunks, axis=0)
+
+    def item_vectors(self, training: bool = False, chunk_size: int | None = None) -> tf.Tensor:
         """Vectors of all items `[num_items + 1, hidden]` as scored; row 0 is padding."""
-        indices = tf.range(self.item_tower.num_items + 1)
-        return self.score_space(self.item_tower(indices, training=training))
+        return self.score_space(self.item_inputs(training=training, chunk_size=chunk_size))
 
     def score_space(self, vectors: tf.Tensor) -> tf.Tensor:
         """Vectors as they are scored: L2-normalised for cosine scoring, as they are for dot."""

@@ -203,6 +203,7 @@ class Trainer:
             ks=config.eval_ks,
             batch_size=config.eval_batch_size,
             max_length=config.max_length,
+            chunk_size=config.eval_chunk_size,
         )
         element_spec = strategy.experimental_distribute_dataset(self.train_dataset(0)).element_spec
         self.train_step: Callable[[Any], tf.Tensor] = make_train_step(

@@ -1,18 +1,6 @@
-"""Fixtures for data_pipeline tests: a built Scientific dataset and a small synthetic log."""
+"""Fixtures for data_pipeline tests: a small synthetic log."""
 
 import pathlib
-
-import pytest
-
-from data_pipeline.build import build
-
-
-@pytest.fixture(scope="session")
-def scientific(shared_data, tmp_path_factory) -> pathlib.Path:
-    """../shared/data/Scientific built once per session."""
-    out = tmp_path_factory.mktemp("scientific") / "data"
-    build([[shared_data / "Scientific"]], out)
-    return out
 
 
 def write_log(folder: pathlib.Path, users: int = 12, items: int = 9) -> pathlib.Path:

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
 from tf_unisrec.metrics import FullRankingMetrics
 
@@ -16,8 +17,9 @@ def numpy_metrics(queries, items, ids, targets, ks):
     return out
 
 
+@pytest.mark.parametrize("chunk_size", [None, 7])
 @pytest.mark.parametrize("ties", [False, True])
-def test_recall_and_ndcg_match_numpy(ties):
+def test_recall_and_ndcg_match_numpy(ties, chunk_size):
     rng = np.random.default_rng(7)
     if ties:  # small integer vectors: many equal scores
         items = rng.integers(0, 3, size=(40, 4)).astype("float32")
@@ -27,7 +29,9 @@ def test_recall_and_ndcg_match_numpy(ties):
         queries = rng.normal(size=(300, 4)).astype("float32")
     ids = np.arange(1, 41)
     targets = rng.integers(1, 41, size=300)
-    metrics = FullRankingMetrics(tf.constant(items), tf.constant(ids), ks=(5, 20))
+    metrics = FullRankingMetrics(
+        tf.constant(items), tf.constant(ids), ks=(5, 20), chunk_size=chunk_size
+    )
     for start in range(0, 300, 128):
         metrics.update_state(
             queries[start : start + 128], tf.constant(targets[start : start + 128])
@@ -45,3 +49,18 @@ def test_cutoff_beyond_catalogue_ranks_everything():
     assert result["recall@50"] == 1.0
     assert result["recall@2"] == 0.5
     assert result["ndcg@50"] == pytest.approx((1 / np.log2(4) + 1) / 2)
+
+
+def test_recall_is_tfrs_factorized_top_k():
+    rng = np.random.default_rng(3)
+    items = tf.constant(rng.normal(size=(50, 6)).astype("float32"))
+    queries = tf.constant(rng.normal(size=(64, 6)).astype("float32"))
+    targets = tf.constant(rng.integers(1, 51, size=64), tf.int32)
+    ours = FullRankingMetrics(items, tf.range(1, 51), ks=(5, 10), chunk_size=16)
+    ours.update_state(queries, targets)
+    index = tfrs.layers.factorized_top_k.BruteForce(k=10)
+    index.index(items, identifiers=tf.range(1, 51))
+    reference = tfrs.metrics.FactorizedTopK(candidates=index, ks=(5, 10))
+    reference.update_state(queries, queries, true_candidate_ids=targets)
+    for k, value in zip((5, 10), reference.result(), strict=True):
+        assert ours.result()[f"recall@{k}"] == pytest.approx(float(value), abs=1e-7)
