@@ -261,11 +261,25 @@ class DatasetDir:
             counts += np.bincount(batch.numpy(), minlength=len(counts))[: len(counts)]
         return counts
 
-    def verify_shards(self) -> None:
-        """Checks every listed file against its sha256; a mismatch names the file."""
+    def verify_files(self) -> None:
+        """Checks every listed file against its sha256; a mismatch is a `DataError` naming it."""
         for entry in listed_files(self.manifest):
-            if sha256_file(self.path / entry["path"]) != entry["sha256"]:
-                raise DataError("sha256 does not match manifest.json: rebuild", entry["path"])
+            path = self.path / entry["path"]
+            if not path.is_file() or sha256_file(path) != entry["sha256"]:
+                raise DataError(
+                    "damaged: its sha256 does not match manifest.json; rebuild the dataset "
+                    "with python -m data_pipeline.build",
+                    path,
+                )
+
+    def explain_read_error(self, error: Exception) -> Exception:
+        """The damaged file behind a failed read of the shards (checked only now, when a read
+        failed), as a `DataError`; `error` itself if every file is intact."""
+        try:
+            self.verify_files()
+        except DataError as damaged:
+            return damaged
+        return error
 
     @property
     def text_features_meta(self) -> dict | None:

@@ -114,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         chunk_size=config.eval_chunk_size,
     )
     start = time.perf_counter()
-    results = evaluator(args.split)
+    try:
+        results = evaluator(args.split)
+    except tf.errors.DataLossError as error:
+        print(f"error: {dataset.explain_read_error(error)}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
     print(format_metrics({args.split: results}, ks))
     print(json.dumps({"split": args.split, **results, "seconds": round(seconds, 3)}))

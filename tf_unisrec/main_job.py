@@ -20,7 +20,7 @@ from data_pipeline.sources.movielens import cache_dir
 from export.saved_model import export_saved_model
 from tf_unisrec.config import TrainConfig
 from tf_unisrec.run_dir import METRICS, RunDir, RunError
-from tf_unisrec.train import is_chief, make_strategy, train
+from tf_unisrec.train import is_chief, make_strategy, train_or_explain
 
 # A small, quick model; any flag given on the command line wins.
 SETTINGS = {
@@ -49,7 +49,7 @@ def main(given: dict[str, Any], resume: bool = True) -> int:
         strategy = make_strategy(config)
         config = dataclasses.replace(config, data=default_dataset())
         print(json.dumps(dataclasses.asdict(config), default=list), flush=True)
-        metrics = train(config, resume=resume, strategy=strategy)
+        metrics = train_or_explain(config, resume=resume, strategy=strategy)
     except (DataError, RunError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -390,6 +390,16 @@ def train(
     return Trainer(config, strategy, resume=resume).fit()
 
 
+def train_or_explain(
+    config: TrainConfig, resume: bool = True, strategy: tf.distribute.Strategy | None = None
+) -> dict[str, Any]:
+    """`train`, with a failed read of the dataset's shards turned into the damaged file's name."""
+    try:
+        return train(config, resume=resume, strategy=strategy)
+    except tf.errors.DataLossError as error:
+        raise DatasetDir.open(config.data).explain_read_error(error) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     given, args = parse_flags(sys.argv[1:] if argv is None else argv)
     if "data" not in given:
@@ -401,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         strategy = make_strategy(config)
         config = inherit_architecture(config, set(given))
         print(json.dumps(dataclasses.asdict(config), default=list), flush=True)
-        train(config, resume=args.resume, strategy=strategy)
+        train_or_explain(config, resume=args.resume, strategy=strategy)
     except (DataError, RunError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -296,3 +297,18 @@ def test_early_stopping_follows_recbole():
     # An equal score is an improvement (epoch 5 ties epoch 1's 0.2 and becomes the best);
     # training stops once more than `patience` epochs in a row bring none.
     assert (best, best_epoch, stopped_after) == (0.2, 5, 8)
+
+
+def test_truncated_shard_names_the_file_and_the_fix(data_dir, tmp_path):
+    damaged = tmp_path / "data"
+    shutil.copytree(data_dir, damaged)
+    shard = next(damaged.glob("train-*.tfrecord"))
+    shard.write_bytes(shard.read_bytes()[:-7])  # a copy cut short
+    process = run_train(
+        ["--data", str(damaged), "--stage", "sasrec", "--epochs", "1", "--output",
+         str(tmp_path / "r")]
+    )  # fmt: skip
+    out, _ = process.communicate(timeout=240)
+    assert process.returncode == 2, out[-3000:]
+    assert f"error: {shard}: damaged" in out and "data_pipeline.build" in out
+    assert "Traceback" not in out
