@@ -67,13 +67,15 @@ def read_item_table(path: str | os.PathLike) -> ItemTable:
     with path.open(encoding="utf-8", newline="\n") as f:
         header = f.readline().rstrip("\n").split("\t")
         if tuple(header) != ITEM_TABLE_HEADER:
-            raise DataError(f"expected the header {', '.join(ITEM_TABLE_HEADER)}", path, 1)
+            raise DataError(
+                f"expected the header {', '.join(ITEM_TABLE_HEADER)}; rebuild the dataset", path, 1
+            )
         for number, line in enumerate(f, 2):
             fields = line.rstrip("\n").split("\t", 3)
             if len(fields) != 4 or fields[0] != str(len(ids)):
                 raise DataError(
                     f"malformed item table row: expected row {len(ids)} with 4 tab-separated "
-                    "fields",
+                    "fields; rebuild the dataset",
                     path,
                     number,
                 )
@@ -211,12 +213,12 @@ class DatasetDir:
             file = path / entry["path"]
             if not file.is_file():
                 raise DataError("file listed in manifest.json is missing: rebuild", file)
-            if verify and sha256_file(file) != entry["sha256"]:
-                raise DataError("sha256 does not match manifest.json: rebuild", file)
+        if verify:
+            cls(path, manifest, None, verify).verify_files()  # type: ignore[arg-type]
         items = read_item_table(path / manifest["item_table"]["path"])
         if items.num_items != manifest["items"]:
             raise DataError(
-                f"{items.num_items} items, manifest.json lists {manifest['items']}",
+                f"{items.num_items} items, manifest.json lists {manifest['items']}: rebuild",
                 path / ITEM_TABLE,
             )
         return cls(path, manifest, items, verify)

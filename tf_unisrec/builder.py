@@ -14,6 +14,7 @@ from data_pipeline.dataset import DatasetDir
 from tf_unisrec.config import TrainConfig
 from tf_unisrec.layers import ItemTower, SequenceEncoder
 from tf_unisrec.model import UniSRec
+from tf_unisrec.run_dir import checkpoint_read_errors, damaged_checkpoint
 
 
 def build_model(config: TrainConfig, dataset: DatasetDir) -> UniSRec:
@@ -105,7 +106,10 @@ def transferable_checkpoint(model: UniSRec) -> tf.train.Checkpoint:
 def restore_transferable(model: UniSRec, prefix: str) -> None:
     """Restores adaptor and sequence-encoder weights from a checkpoint prefix."""
     # The source's item tables belong to its own catalogue and are left behind.
-    status = transferable_checkpoint(model).restore(prefix).expect_partial()
+    try:
+        status = transferable_checkpoint(model).restore(prefix).expect_partial()
+    except checkpoint_read_errors() as error:
+        raise ValueError(f"--init: {damaged_checkpoint(prefix, error)}") from None
     try:
         status.assert_existing_objects_matched()
     except AssertionError as error:

@@ -93,6 +93,11 @@ class TrainConfig:
     """Every setting of a run; defaults are the official UniSRec ones."""
 
     data: str | None = option(None, "dataset folder written by python -m data_pipeline.build")
+    verify_data: bool = option(
+        False,
+        "check every dataset file against its sha256 before training (otherwise only when a "
+        "read fails)",
+    )
     stage: str = option(
         "transductive",
         "what to train: " + "; ".join(f"{s.name}: {s.doc}" for s in STAGES.values()),

@@ -43,6 +43,22 @@ class RunError(Exception):
     """A run folder that cannot be used: the message names the folder or file and the fix."""
 
 
+def checkpoint_read_errors() -> tuple[type[Exception], ...]:
+    """What TensorFlow raises when a checkpoint's files are cut short or corrupt."""
+    import tensorflow as tf
+
+    return (tf.errors.OpError, IndexError, OSError, RuntimeError)
+
+
+def damaged_checkpoint(prefix: str, error: Exception) -> str:
+    """One line naming an unreadable checkpoint and what to do."""
+    reason = str(getattr(error, "message", error)).splitlines()[0]
+    return (
+        f"{prefix}: damaged checkpoint ({reason}); train the run again, or resume it from an "
+        "intact checkpoint"
+    )
+
+
 class RunDir:
     """A run folder (see the module docstring).
 
@@ -98,7 +114,8 @@ class RunDir:
         try:
             return TrainConfig.from_yaml(path.read_text(encoding="utf-8"), str(path))
         except (TypeError, ValueError, UnicodeDecodeError) as error:
-            raise RunError(f"{path}: {error}; the run folder is damaged: train it again") from None
+            reason = str(error).splitlines()[0].removeprefix(f"{path}: ")
+            raise RunError(f"{path}: {reason}; the run folder is damaged: train it again") from None
 
     # history.json and metrics.json
 
@@ -180,6 +197,8 @@ class RunDir:
             raise RunError(
                 f"{prefix} does not match the model {self.path / CONFIG} describes: {error}"
             ) from None
+        except checkpoint_read_errors() as error:
+            raise RunError(damaged_checkpoint(prefix, error)) from None
         return config, dataset, model
 
     @staticmethod

@@ -24,7 +24,7 @@ from tf_unisrec.builder import build_model, restore_transferable
 from tf_unisrec.config import STOPPING_METRIC, TrainConfig, parse_flags
 from tf_unisrec.evaluate import Evaluator, format_metrics
 from tf_unisrec.model import UniSRec
-from tf_unisrec.run_dir import RunDir, RunError
+from tf_unisrec.run_dir import RunDir, RunError, checkpoint_read_errors, damaged_checkpoint
 
 
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
@@ -164,7 +164,7 @@ class Trainer:
         if not self.chief:
             self.run_dir = self.run_dir.worker(strategy.cluster_resolver.task_id)
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
-        self.dataset = DatasetDir.open(config.data)
+        self.dataset = DatasetDir.open(config.data, verify=config.verify_data)
         tf.keras.utils.set_random_seed(config.seed)
         tf.keras.backend.experimental.enable_tf_random_generator()
         with strategy.scope():
@@ -231,7 +231,12 @@ class Trainer:
         latest = self.manager.latest_checkpoint
         if latest is None:
             return False
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except checkpoint_read_errors() as error:
+            raise RunError(
+                damaged_checkpoint(latest, error) + "; or start over with --no-resume"
+            ) from None
         self.history = self.run_dir.read_history()
         return True
 
