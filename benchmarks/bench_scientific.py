@@ -14,7 +14,9 @@ Runs ending in `-pt` fine-tune (parameter-efficient) from one multi-domain pre-t
 Office2014 + Games at `--pretrain-batch-size` (default 2048, as the official run), trained for
 `--pretrain-epochs` (default 7) and keeping every epoch's weights: each of `--from-epochs`
 gives its own rows (`inductive-pt7` fine-tunes from epoch 7). A longer pre-training resumes
-the existing one. `--pretrain-only` stops after pre-training.
+the existing one. `--pretrain-only` stops after pre-training. `inductive-sampled` and
+`transductive-sampled` train from scratch with 1,024 sampled negatives per step instead of the
+full softmax.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ OFFICIAL = {
 }
 STAGES = ("sasrec", "inductive", "transductive")
 RUNS = ("sasrec", "inductive", "inductive-pt", "transductive", "transductive-pt")
+# From scratch with sampled negatives instead of the full softmax (the catalogue-scale setting).
+SAMPLED = ("inductive-sampled", "transductive-sampled")
+SAMPLED_FLAGS = ("--negatives", "sampled", "--num-negatives", "1024")
 
 
 def python(*args: str) -> None:
@@ -109,12 +114,12 @@ def run_names(runs: list[str], from_epochs: list[int]) -> list[str]:
 
 
 def stage_of(run: str) -> str:
-    return run.split("-pt")[0]
+    return run.split("-pt")[0].removesuffix("-sampled")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS + SAMPLED)
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     parser.add_argument("--work", type=pathlib.Path, default=REPO / "benchmarks" / "work")
     parser.add_argument("--pooling", default="mean", choices=("cls", "mean"))
@@ -156,6 +161,8 @@ def main() -> None:
             flags = ["--data", scientific, "--stage", stage_of(name), "--seed", str(seed)]
             if "-pt" in name:
                 flags += ["--init", str(pretrained / "best" / f"ckpt-{name.split('-pt')[1]}")]
+            if name.endswith("-sampled"):
+                flags += SAMPLED_FLAGS
             finished[name, seed] = train(run.path, *flags)
 
     results: dict[str, dict] = {}

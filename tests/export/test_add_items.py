@@ -39,6 +39,7 @@ def item_table(folder: pathlib.Path, rows: list[tuple[str, str]], name="new.tsv"
     return path
 
 
+@pytest.mark.slow
 def test_twin_text_gets_the_same_vector_and_score(run, dataset, tmp_path):
     twin_of = str(dataset.item_ids[3])
     new = item_table(
@@ -62,6 +63,7 @@ def test_twin_text_gets_the_same_vector_and_score(run, dataset, tmp_path):
     assert texts[ids.index("NEW-OTHER")] == "Cryogenic storage vials, 2 ml"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rows, problem",
     [
