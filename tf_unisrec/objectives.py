@@ -35,6 +35,18 @@ def gather_candidates(candidates: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor,
     return tf.roll(all_candidates, -offset, axis=0), tf.roll(all_ids, -offset, axis=0)
 
 
+def summed_retrieval_task(temperature: float) -> tfrs.tasks.Retrieval:
+    """TFRS's retrieval task as UniSRec's losses use it: summed (the caller divides by the
+    global batch), temperature-scaled, accidental hits removed."""
+    return tfrs.tasks.Retrieval(
+        loss=tf.keras.losses.CategoricalCrossentropy(
+            from_logits=True, reduction=tf.keras.losses.Reduction.SUM
+        ),
+        temperature=temperature,
+        remove_accidental_hits=True,
+    )
+
+
 class InBatchContrastive(tf.keras.layers.Layer):
     """In-batch softmax contrastive loss over the global batch (sum over local queries).
 
@@ -51,13 +63,7 @@ class InBatchContrastive(tf.keras.layers.Layer):
     def __init__(self, temperature: float = 0.07, **kwargs) -> None:
         super().__init__(**kwargs)
         self.temperature = temperature
-        self._task = tfrs.tasks.Retrieval(
-            loss=tf.keras.losses.CategoricalCrossentropy(
-                from_logits=True, reduction=tf.keras.losses.Reduction.SUM
-            ),
-            temperature=temperature,
-            remove_accidental_hits=True,
-        )
+        self._task = summed_retrieval_task(temperature)
 
     def call(self, queries: tf.Tensor, candidates: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         candidates, candidate_ids = gather_candidates(candidates, ids)
@@ -108,13 +114,7 @@ class SampledSoftmax(tf.keras.layers.Layer):
     def __init__(self, temperature: float = 0.07, **kwargs) -> None:
         super().__init__(**kwargs)
         self.temperature = temperature
-        self._task = tfrs.tasks.Retrieval(
-            loss=tf.keras.losses.CategoricalCrossentropy(
-                from_logits=True, reduction=tf.keras.losses.Reduction.SUM
-            ),
-            temperature=temperature,
-            remove_accidental_hits=True,
-        )
+        self._task = summed_retrieval_task(temperature)
 
     def call(
         self,

@@ -33,7 +33,11 @@ def test_pretrain_loss_is_seq_item_plus_lambda_seq_seq():
     batch = tiny_batch()
     queries = model.sequence_vectors(batch["history"], batch["length"]).numpy()
     items = model.item_vectors().numpy()[batch["target"].numpy()]
-    views = model.sequence_vectors(batch["history_aug"], batch["length_aug"]).numpy()
+    views = model.sequence_vectors(
+        batch["history_aug"], batch["length_aug"], word_drop_mask=batch["word_drop"]
+    ).numpy()
+    plain = model.sequence_vectors(batch["history_aug"], batch["length_aug"]).numpy()
+    assert not np.allclose(views[0], plain[0])  # the word-drop table is in effect
     targets = batch["target"].numpy()
     expected = ref.contrastive_loss(queries, items, targets, 0.07) + 1e-3 * ref.contrastive_loss(
         queries, views, targets, 0.07
