@@ -10,9 +10,9 @@ command is rerun, which must finish with the reference's result:
 
 - `python -m data_pipeline.build` on a generated interaction log: the reader refuses the
   output or sees the finished dataset; the rerun gives the same manifest and file hashes.
-- `python -m tf_unisrec.train` (a small inductive model, 3 epochs) on that dataset: the run
-  folder has no metrics until the run finished; the rerun resumes and ends with the same test
-  metrics.
+- `python -m tf_unisrec.train` (a small inductive model, 3 epochs of 8 steps) on that
+  dataset: the run folder has no metrics until the run finished; the rerun resumes and ends
+  with the same test metrics.
 - `python -m export.saved_model` of that run: every version folder that exists is complete;
   the rerun writes a version with the same signatures.
 
@@ -112,8 +112,9 @@ def bench_build(work: pathlib.Path, kills: int, seed: int) -> dict:
     return {"command": "data_pipeline.build", "uninterrupted_s": duration, "kills": rows}
 
 
-TRAIN_FLAGS = ["--stage", "inductive", "--epochs", "3", "--hidden-dim", "32", "--num-experts",
-               "2", "--batch-size", "256", "--seed", "3"]  # fmt: skip
+TRAIN_FLAGS = ["--stage", "inductive", "--epochs", "3", "--steps-per-epoch", "8",
+               "--hidden-dim", "32", "--num-experts", "2", "--batch-size", "256",
+               "--seed", "3"]  # fmt: skip
 
 
 def moments_for(duration: float, kills: int, seed: int) -> np.ndarray:
