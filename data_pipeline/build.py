@@ -51,10 +51,10 @@ def _current(output: pathlib.Path, fingerprint: str) -> dict | None:
         return None
     if manifest.get("fingerprint") != fingerprint:
         return None
-    for entry in dataset.listed_files(manifest):
-        path = output / entry["path"]
-        if not path.is_file() or sha256_file(path) != entry["sha256"]:
-            return None
+    try:
+        dataset.verify_files(output, manifest)
+    except DataError:
+        return None
     return manifest
 
 

@@ -180,6 +180,18 @@ def listed_files(manifest: Mapping) -> list[dict]:
     return [e for split in SPLITS for e in manifest["files"][split]] + [manifest["item_table"]]
 
 
+def verify_files(folder: pathlib.Path, manifest: Mapping) -> None:
+    """Checks every file `manifest` lists against its sha256; a mismatch names the file."""
+    for entry in listed_files(manifest):
+        path = folder / entry["path"]
+        if not path.is_file() or sha256_file(path) != entry["sha256"]:
+            raise DataError(
+                "damaged: its sha256 does not match manifest.json; rebuild the dataset "
+                "with python -m data_pipeline.build",
+                path,
+            )
+
+
 @dataclasses.dataclass
 class DatasetDir:
     """A built dataset folder, opened for reading.
@@ -214,7 +226,7 @@ class DatasetDir:
             if not file.is_file():
                 raise DataError("file listed in manifest.json is missing: rebuild", file)
         if verify:
-            cls(path, manifest, None, verify).verify_files()  # type: ignore[arg-type]
+            verify_files(path, manifest)
         items = read_item_table(path / manifest["item_table"]["path"])
         if items.num_items != manifest["items"]:
             raise DataError(
@@ -265,14 +277,7 @@ class DatasetDir:
 
     def verify_files(self) -> None:
         """Checks every listed file against its sha256; a mismatch is a `DataError` naming it."""
-        for entry in listed_files(self.manifest):
-            path = self.path / entry["path"]
-            if not path.is_file() or sha256_file(path) != entry["sha256"]:
-                raise DataError(
-                    "damaged: its sha256 does not match manifest.json; rebuild the dataset "
-                    "with python -m data_pipeline.build",
-                    path,
-                )
+        verify_files(self.path, self.manifest)
 
     def explain_read_error(self, error: Exception) -> Exception:
         """The damaged file behind a failed read of the shards (checked only now, when a read
