@@ -3,53 +3,105 @@
     python -m data_pipeline.build --input ../shared/data/Scientific --output data/scientific
     python -m data_pipeline.build --output data/ml-100k              # MovieLens-100K default
     python -m data_pipeline.build --input A --input B --output data/pretrain   # multi-domain
+    python -m data_pipeline.build --input LOGS --output OUT --engine beam -- --runner=...
 
 The command also computes the item text features (`data_pipeline.encode_text`) unless given
 `--no-text-features`. Builds are idempotent (same inputs and options: nothing is rewritten)
 and atomic (everything is written to a temporary folder beside the output, synced, then
-renamed into place).
+renamed into place). `--engine local` (the default) works in this process; `--engine beam`
+runs the same build as Apache Beam pipelines (`data_pipeline.beam`), with the arguments after
+`--` passed to Beam, and writes the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import pathlib
 import sys
 import time
 
-from data_pipeline import dataset
+from data_pipeline import dataset, rejects
 from data_pipeline.dataset import FORMAT_VERSION, MANIFEST, RECORD_SCHEMA, SPLITS
 from data_pipeline.encode_text import add_encoder_arguments, encode_from_args
 from data_pipeline.errors import DataError
 from data_pipeline.fileio import sha256_file, staged_directory
 from data_pipeline.preprocess import merge, prepare
-from data_pipeline.sources import FORMATS, SourceData, read_source
-from data_pipeline.sources.log import LogColumns
+from data_pipeline.rejects import MAX_REJECTED, Rejection, Rejects
+from data_pipeline.sources import FORMATS
+from data_pipeline.sources.atomic import AtomicPlan
+from data_pipeline.sources.detect import plan_source, read_plan
+from data_pipeline.sources.log import LogColumns, LogPlan
 
 # The paper's preprocessing: 5-core, histories of the last 50 items.
 MIN_USER = 5
 MIN_ITEM = 5
 MAX_LEN = 50
 SHARDS = 4
+ENGINES = ("local", "beam")
 
 
-def _fingerprint(sources: list[SourceData], options: dict) -> tuple[str, list[list[dict]]]:
-    inputs = [[{"name": f.name, "sha256": sha256_file(f)} for f in s.files] for s in sources]
+@dataclasses.dataclass
+class Built:
+    """What an engine leaves in the staging folder and hands back for the manifest.
+
+    Attributes:
+        files: Split -> the manifest's entries of the TFRecord shards it wrote.
+        items: (domain, original item ID, text) of items 1..N.
+        domains: One manifest entry per domain (id, offsets, statistics; see `preprocess.merge`).
+        rejected: The rejected rows, checked against `--max-rejected`, in file and line order.
+    """
+
+    files: dict[str, list[dict]]
+    items: list[tuple[int, str, str]]
+    domains: list[dict]
+    rejected: list[Rejection]
+
+
+def build_local(
+    plans: list[LogPlan | AtomicPlan],
+    staging: pathlib.Path,
+    *,
+    min_user: int,
+    min_item: int,
+    max_len: int,
+    shards: int,
+    max_rejected: int,
+) -> Built:
+    """The local engine: every row in this process's memory."""
+    collector = Rejects()
+    sources = [read_plan(plan, collector) for plan in plans]
+    rejected = rejects.check(collector.rows, max_rejected)
+    domains = [prepare(s, min_user=min_user, min_item=min_item, max_len=max_len) for s in sources]
+    examples, entries = merge(domains)
+    files = {s: dataset.write_split(staging, s, examples[s], shards) for s in SPLITS}
+    items = [
+        (d, item, text)
+        for d, domain in enumerate(domains)
+        for item, text in zip(domain.item_ids, domain.texts, strict=True)
+    ]
+    return Built(files, items, entries, rejected)
+
+
+def _fingerprint(plans: list[LogPlan | AtomicPlan], options: dict) -> tuple[str, list[list[dict]]]:
+    inputs = [[{"name": f.name, "sha256": sha256_file(f)} for f in p.used] for p in plans]
     blob = json.dumps(
         {"format_version": FORMAT_VERSION, "options": options, "inputs": inputs}, sort_keys=True
     )
     return hashlib.sha256(blob.encode()).hexdigest(), inputs
 
 
-def _current(output: pathlib.Path, fingerprint: str) -> dict | None:
+def _current(output: pathlib.Path, fingerprint: str, max_rejected: int) -> dict | None:
     """The manifest at `output` if it was built from the same inputs and its files are intact."""
     try:
         manifest = dataset.read_manifest(output)
     except DataError:
         return None
     if manifest.get("fingerprint") != fingerprint:
+        return None
+    if manifest.get("rejected_rows", 0) > max_rejected:
         return None
     try:
         dataset.verify_files(output, manifest)
@@ -69,6 +121,9 @@ def build(
     shards: int = SHARDS,
     name: str | None = None,
     columns: LogColumns | None = None,
+    max_rejected: int = MAX_REJECTED,
+    engine: str = "local",
+    beam_args: list[str] | tuple[str, ...] = (),
 ) -> tuple[dict, bool]:
     """Builds (or confirms) the dataset at `output`.
 
@@ -81,19 +136,22 @@ def build(
         shards: TFRecord files per split (fewer when a split has fewer rows).
         name: Dataset name; defaults to the domain names joined by "+".
         columns: Column names for log sources (auto-detected where None).
+        max_rejected: How many malformed rows may be left out (see `data_pipeline.rejects`).
+        engine: "local" or "beam"; both write the same bytes.
+        beam_args: Beam pipeline options (e.g. `--runner=DataflowRunner`), for `engine="beam"`.
 
     Returns:
         (manifest, whether anything was written).
     """
-    if max_len < 1 or shards < 1 or min_user < 0 or min_item < 0:
-        raise DataError("--max-len and --shards must be >= 1, --min-user and --min-item >= 0")
+    if max_len < 1 or shards < 1 or min_user < 0 or min_item < 0 or max_rejected < 0:
+        raise DataError(
+            "--max-len and --shards must be >= 1, --min-user, --min-item and --max-rejected >= 0"
+        )
+    if engine not in ENGINES:
+        raise DataError(f"unknown engine {engine!r}: expected one of {', '.join(ENGINES)}")
     columns = columns or LogColumns()
-    sources = (
-        [read_source(paths, fmt, columns) for paths in inputs]
-        if inputs
-        else [read_source([], fmt, columns)]
-    )
-    name = name or "+".join(s.name for s in sources)
+    plans = [plan_source(paths, fmt, columns) for paths in inputs or [[]]]
+    name = name or "+".join(p.name for p in plans)
     options = {
         "format": fmt,
         "min_user": min_user,
@@ -103,9 +161,9 @@ def build(
         "name": name,
         "columns": [columns.user, columns.item, columns.time, list(columns.text or [])],
     }
-    fingerprint, input_files = _fingerprint(sources, options)
+    fingerprint, input_files = _fingerprint(plans, options)
     output = output.absolute()
-    manifest = _current(output, fingerprint)
+    manifest = _current(output, fingerprint, max_rejected)
     if manifest is not None:
         return manifest, False
     if output.exists() and not (output / MANIFEST).is_file() and any(output.iterdir()):
@@ -113,27 +171,30 @@ def build(
             "refusing to replace a folder that is not a dataset (no manifest.json)", output
         )
 
-    domains = [prepare(s, min_user=min_user, min_item=min_item, max_len=max_len) for s in sources]
-    examples, entries = merge(domains)
-    for entry, source, files in zip(entries, sources, input_files, strict=True):
-        entry["source"] = {
-            "format": source.kind,
-            "given_split": source.splits is not None,
-            "files": files,
-        }
-    items = [
-        (d, item, text)
-        for d, domain in enumerate(domains)
-        for item, text in zip(domain.item_ids, domain.texts, strict=True)
-    ]
-    users = sum(e["users"] for e in entries)
-    interactions = sum(e["interactions"] for e in entries)
-    words = sum(len(text.split()) for _, _, text in items)
-
     with staged_directory(output, replace=True) as staging:
-        files = {
-            split: dataset.write_split(staging, split, examples[split], shards) for split in SPLITS
-        }
+        settings = dict(
+            min_user=min_user,
+            min_item=min_item,
+            max_len=max_len,
+            shards=shards,
+            max_rejected=max_rejected,
+        )
+        if engine == "beam":
+            from data_pipeline.beam.build import build_beam
+
+            built = build_beam(plans, staging, beam_args=beam_args, **settings)
+        else:
+            built = build_local(plans, staging, **settings)
+        entries, items = built.domains, built.items
+        for entry, plan, files in zip(entries, plans, input_files, strict=True):
+            entry["source"] = {
+                "format": "atomic" if isinstance(plan, AtomicPlan) else "log",
+                "given_split": isinstance(plan, AtomicPlan) and plan.has_split,
+                "files": files,
+            }
+        users = sum(e["users"] for e in entries)
+        interactions = sum(e["interactions"] for e in entries)
+        words = sum(len(text.split()) for _, _, text in items)
         item_table = staging / dataset.ITEM_TABLE
         dataset.write_item_table(item_table, items)
         manifest = {
@@ -145,15 +206,19 @@ def build(
             "users": users,
             "items": len(items),
             "interactions": interactions,
-            "splits": {split: len(examples[split]) for split in SPLITS},
+            "splits": {split: sum(e["rows"] for e in built.files[split]) for split in SPLITS},
             "avg_seq_len": interactions / max(users, 1),
             "avg_text_words": words / max(len(items), 1),
             "items_without_text": sum(1 for _, _, text in items if not text),
             "max_seq_len": max_len,
             "schema": RECORD_SCHEMA,
-            "files": files,
+            "files": built.files,
             "item_table": {"path": item_table.name, "sha256": sha256_file(item_table)},
+            "rejected_rows": len(built.rejected),
         }
+        rejected = rejects.write_rejected(staging, built.rejected)
+        if rejected:
+            manifest["rejected"] = rejected
         # The manifest is written last: a folder without one is never trusted.
         dataset.write_manifest(staging, manifest)
     return manifest, True
@@ -241,6 +306,21 @@ def _parser() -> argparse.ArgumentParser:
         "--shards", type=int, default=SHARDS, help=f"TFRecord files per split (default: {SHARDS})"
     )
     parser.add_argument("--name", help="dataset name (default: the domain names joined by '+')")
+    parser.add_argument(
+        "--max-rejected",
+        type=int,
+        default=MAX_REJECTED,
+        metavar="N",
+        help="leave up to N malformed rows out, listed in OUTPUT/rejected/ "
+        f"(default: {MAX_REJECTED}: the first one stops the build)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: in this process; beam: Apache Beam pipelines, options after `--` "
+        "(pip install -e .[beam]); both write the same bytes (default: local)",
+    )
     parser.add_argument("--user-col", help="log user column (default: auto)")
     parser.add_argument("--item-col", help="log item column (default: auto)")
     parser.add_argument("--time-col", help="log timestamp column (default: auto)")
@@ -258,7 +338,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     args = _parser().parse_args(argv)
+    if beam_args and args.engine != "beam":
+        print("error: pipeline options after `--` need --engine beam", file=sys.stderr)
+        return 2
     columns = LogColumns(
         args.user_col,
         args.item_col,
@@ -277,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             shards=args.shards,
             name=args.name,
             columns=columns,
+            max_rejected=args.max_rejected,
+            engine=args.engine,
+            beam_args=beam_args,
         )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

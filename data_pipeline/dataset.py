@@ -138,18 +138,33 @@ def parse_spec() -> dict:
 
 def write_split(folder: pathlib.Path, split: str, examples: list[Example], shards: int) -> list:
     """Writes a split as TFRecord shards (round robin); returns the manifest's file entries."""
+    count = shard_count(len(examples), shards)
+    return [
+        write_shard(folder, split, shard, count, examples[shard::count]) for shard in range(count)
+    ]
+
+
+def shard_count(rows: int, shards: int) -> int:
+    """How many files a split of `rows` examples gets (at least one, none of them empty)."""
+    return max(1, min(shards, rows))
+
+
+def write_shard(
+    folder: pathlib.Path, split: str, shard: int, count: int, rows: Iterable[Example]
+) -> dict:
+    """Writes one TFRecord shard; returns its manifest entry.
+
+    Example `r` of a split (in split order) goes to shard `r % count`, in order.
+    """
     import tensorflow as tf
 
-    count = max(1, min(shards, len(examples)))
-    entries = []
-    for shard in range(count):
-        path = folder / shard_name(split, shard, count)
-        rows = examples[shard::count]
-        with tf.io.TFRecordWriter(str(path)) as writer:
-            for example in rows:
-                writer.write(serialize_example(*example))
-        entries.append({"path": path.name, "rows": len(rows), "sha256": sha256_file(path)})
-    return entries
+    path = folder / shard_name(split, shard, count)
+    written = 0
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for example in rows:
+            writer.write(serialize_example(*example))
+            written += 1
+    return {"path": path.name, "rows": written, "sha256": sha256_file(path)}
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import pathlib
+from collections.abc import Iterator
 
 from data_pipeline.errors import DataError
 from data_pipeline.sources.base import SPLITS, Row, SourceData
 from data_pipeline.sources.items import read_item_table
-from data_pipeline.sources.tables import Table, read_index_map
+from data_pipeline.sources.tables import Reject, Table, raise_error, read_index_map
 
 KINDS = {
     ".train.inter": "train",
@@ -47,68 +50,123 @@ def _locate(paths: list[pathlib.Path], where: pathlib.Path) -> tuple[str, dict[s
     return name, files
 
 
-def read_atomic(paths: list[pathlib.Path], where: pathlib.Path) -> SourceData:
-    """Reads atomic files; the given split is kept, or rebuilt from test rows if there is no train.
+@dataclasses.dataclass(frozen=True, eq=False)
+class AtomicPlan:
+    """The files of one atomic source, by role ("train", "text", "item2index", ...)."""
 
-    Args:
-        paths: The candidate files (a folder's files, or the files named on the command line).
-        where: The folder or first file, for error messages.
-    """
-    name, files = _locate(paths, where)
-    text_file = files.get("text", files.get("item"))
-    texts = read_item_table(text_file)
-    item_tokens: dict[str, str]  # token used in .inter files -> original item ID
-    if "item2index" in files:
-        item_tokens = read_index_map(files["item2index"])
-        item_table_file = files["item2index"]
-    else:
-        item_tokens = {item: item for item in texts}
-        item_table_file = text_file
-    items = {original: texts.get(original, "") for original in item_tokens.values()}
-    users = read_index_map(files["user2index"]) if "user2index" in files else None
+    name: str
+    files: dict[str, pathlib.Path]
 
-    def item(token: str, path: pathlib.Path, number: int) -> str:
-        try:
-            return item_tokens[token]
-        except KeyError:
-            raise DataError(
-                f"unknown item {token!r}: not in {item_table_file.name}", path, number
-            ) from None
+    @property
+    def has_split(self) -> bool:
+        return "train" in self.files
 
-    def read_rows(path: pathlib.Path) -> list[Row]:
+    @property
+    def used(self) -> list[pathlib.Path]:
+        """The files the source reads, for the build's fingerprint."""
+        kinds = ("train", "valid", "test", "text", "item", "item2index", "user2index")
+        # Without a train file the valid rows are implied by the test rows and not read.
+        skip = () if self.has_split else ("valid",)
+        return [self.files[k] for k in kinds if k in self.files and k not in skip]
+
+    def read_items(self, reject: Reject = raise_error) -> dict[str, str]:
+        """Original item ID -> text ("" when it has none), in item-table order."""
+        texts = self._texts(reject)
+        return {original: texts.get(original, "") for original in self._tokens(texts).values()}
+
+    def _texts(self, reject: Reject) -> dict[str, str]:
+        return read_item_table(self.files.get("text", self.files.get("item")), reject=reject)
+
+    def _tokens(self, texts: dict[str, str]) -> dict[str, str]:
+        """Token used in .inter files -> original item ID."""
+        if "item2index" in self.files:
+            return read_index_map(self.files["item2index"])
+        return {item: item for item in texts}
+
+    def second_test_row(self, user: str, number: int) -> DataError:
+        return DataError(f"user {user!r} has two test rows", self.files["test"], number)
+
+    def read_rows(self, split: str) -> Iterator[tuple[int, Row | DataError]]:
+        """(line, row) of a split file, or (line, the error) for a malformed row."""
+        tokens = _cached(self, "tokens")
+        users = _cached(self, "users")
+        table_name = self.files.get("item2index", self.files.get("text", self.files.get("item")))
+        path = self.files[split]
         table = Table(path)
         u = table.find(("user_id", "user"), "user")
         h = table.find(("item_id_list", "item_list"), "item history")
         t = table.find(("item_id", "item"), "target item")
-        rows = []
-        for number, fields in table.rows():
-            tokens = fields[h].split()
-            if not tokens:
-                raise DataError("malformed row: empty item history", path, number)
-            user = fields[u].strip()
-            if users is not None:
-                if user not in users:
-                    raise DataError(
-                        f"unknown user {user!r}: not in {files['user2index'].name}", path, number
-                    )
-                user = users[user]
-            history = tuple(item(tok, path, number) for tok in tokens)
-            rows.append(Row(user, history, item(fields[t].strip(), path, number)))
-        return rows
+        bad: list[DataError] = []
+        for number, fields in table.rows(bad.append):
+            while bad:
+                error = bad.pop(0)
+                yield error.line, error
+            try:
+                yield number, self._row(fields, u, h, t, tokens, users, table_name.name)
+            except DataError as e:
+                yield number, DataError(e.problem, path, number)
+        while bad:
+            error = bad.pop(0)
+            yield error.line, error
 
-    used = [
-        files[k]
-        for k in ("train", "valid", "test", "text", "item", "item2index", "user2index")
-        if k in files
-    ]
-    if "train" in files:
-        splits = {split: read_rows(files[split]) for split in SPLITS}
-        return SourceData(name, "atomic", items, {}, splits, used)
-    # No train file: full sequences are the test rows' history + target; valid is implied by them.
-    used = [f for f in used if f != files.get("valid")]
+    def _row(self, fields, u, h, t, tokens, users, table_name) -> Row:
+        history_tokens = fields[h].split()
+        if not history_tokens:
+            raise DataError("malformed row: empty item history")
+        user = fields[u].strip()
+        if users is not None:
+            if user not in users:
+                raise DataError(f"unknown user {user!r}: not in {self.files['user2index'].name}")
+            user = users[user]
+
+        def item(token: str) -> str:
+            try:
+                return tokens[token]
+            except KeyError:
+                raise DataError(f"unknown item {token!r}: not in {table_name}") from None
+
+        history = tuple(item(tok) for tok in history_tokens)
+        return Row(user, history, item(fields[t].strip()))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(plan: AtomicPlan, what: str):
+    """The token and user maps, read once per process (each split file needs them)."""
+    if what == "tokens":
+        # Rows of the item table were already rejected (or not) by `read_items`.
+        return plan._tokens(plan._texts(lambda error: None))
+    return read_index_map(plan.files["user2index"]) if "user2index" in plan.files else None
+
+
+def plan_atomic(paths: list[pathlib.Path], where: pathlib.Path) -> AtomicPlan:
+    """Finds the atomic files among `paths`."""
+    name, files = _locate(paths, where)
+    return AtomicPlan(name, files)
+
+
+def read_atomic(plan: AtomicPlan, reject: Reject = raise_error) -> SourceData:
+    """Reads atomic files; the given split is kept, or rebuilt from test rows if there is no train.
+
+    Without a train file, a user's sequence is their first test row's history and target; later
+    test rows of the same user go to `reject`, like malformed rows.
+    """
+    items = plan.read_items(reject)
+
+    def rows(split: str) -> Iterator[tuple[int, Row]]:
+        for number, row in plan.read_rows(split):
+            if isinstance(row, DataError):
+                reject(row)
+            else:
+                yield number, row
+
+    if plan.has_split:
+        splits = {split: [row for _, row in rows(split)] for split in SPLITS}
+        return SourceData(plan.name, "atomic", items, {}, splits, plan.used)
+    # No train file: full sequences are the test rows' history + target.
     sequences: dict[str, list[str]] = {}
-    for row in read_rows(files["test"]):
+    for number, row in rows("test"):
         if row.user in sequences:
-            raise DataError(f"user {row.user!r} has two test rows", files["test"])
+            reject(plan.second_test_row(row.user, number))
+            continue
         sequences[row.user] = [*row.history, row.target]
-    return SourceData(name, "atomic", items, sequences, None, used)
+    return SourceData(plan.name, "atomic", items, sequences, None, plan.used)

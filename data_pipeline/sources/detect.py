@@ -5,10 +5,11 @@ from __future__ import annotations
 import pathlib
 
 from data_pipeline.errors import DataError
-from data_pipeline.sources.atomic import atomic_kind, read_atomic
+from data_pipeline.sources.atomic import AtomicPlan, atomic_kind, plan_atomic, read_atomic
 from data_pipeline.sources.base import SourceData
-from data_pipeline.sources.log import TABLE_SUFFIXES, LogColumns, read_log
+from data_pipeline.sources.log import TABLE_SUFFIXES, LogColumns, LogPlan, plan_log, read_log
 from data_pipeline.sources.movielens import ensure_movielens
+from data_pipeline.sources.tables import Reject, raise_error
 
 FORMATS = ("auto", "atomic", "log", "movielens")
 KNOWN_SUFFIXES = (*TABLE_SUFFIXES, ".jsonl", ".item2index", ".user2index")
@@ -33,10 +34,10 @@ def _files(inputs: list[pathlib.Path]) -> tuple[list[pathlib.Path], pathlib.Path
     return list(inputs), inputs[0], inputs[0].resolve().parent.name
 
 
-def read_source(
+def plan_source(
     inputs: list[pathlib.Path], fmt: str = "auto", columns: LogColumns | None = None
-) -> SourceData:
-    """Reads one domain.
+) -> LogPlan | AtomicPlan:
+    """Finds what one domain's input holds, reading only file names and headers.
 
     Args:
         inputs: One folder or several files; empty for the MovieLens-100K default.
@@ -52,7 +53,7 @@ def read_source(
         if fmt != "movielens" and fmt != "auto":
             raise DataError(f"--format {fmt} needs --input")
         folder = ensure_movielens()
-        return read_log(sorted(folder.iterdir()), folder, folder.name, columns)
+        return plan_log(sorted(folder.iterdir()), folder, folder.name, columns)
     files, where, name = _files(inputs)
     if fmt == "auto":
         split_files = [p for p in files if atomic_kind(p) in ("train", "valid", "test")]
@@ -62,5 +63,22 @@ def read_source(
                 "unknown format: no atomic split files and no CSV/TSV interaction log", where
             )
     if fmt == "atomic":
-        return read_atomic(files, where)
-    return read_log(files, where, name, columns)
+        return plan_atomic(files, where)
+    return plan_log(files, where, name, columns)
+
+
+def read_source(
+    inputs: list[pathlib.Path],
+    fmt: str = "auto",
+    columns: LogColumns | None = None,
+    reject: Reject = raise_error,
+) -> SourceData:
+    """Reads one domain (see `plan_source`); malformed rows go to `reject`."""
+    return read_plan(plan_source(inputs, fmt, columns), reject)
+
+
+def read_plan(plan: LogPlan | AtomicPlan, reject: Reject = raise_error) -> SourceData:
+    """Reads a planned source into memory; malformed rows go to `reject`."""
+    if isinstance(plan, AtomicPlan):
+        return read_atomic(plan, reject)
+    return read_log(plan, reject)

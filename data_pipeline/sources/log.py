@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import pathlib
+from collections.abc import Iterator
 
 from data_pipeline.errors import DataError
 from data_pipeline.sources.base import SourceData
 from data_pipeline.sources.items import ITEM_ID_COLUMNS, read_item_table
-from data_pipeline.sources.tables import Table, read_index_map
+from data_pipeline.sources.tables import Reject, Table, raise_error, read_index_map
 
 USER_COLUMNS = ("user_id", "user", "userid", "uid", "reviewerid", "customer_id", "visitor_id")
 TIME_COLUMNS = ("timestamp", "time", "ts", "unixreviewtime", "datetime", "date")
@@ -66,10 +68,76 @@ def _timestamp(value: str, path: pathlib.Path, number: int) -> float:
         ) from None
 
 
-def read_log(
+@dataclasses.dataclass(frozen=True)
+class LogPlan:
+    """What a log source reads: its files in tie-breaking order and the columns of each.
+
+    Attributes:
+        name: Domain name.
+        logs: The interaction logs; equal timestamps keep this order, then line order.
+        item_table: The item text table.
+        id_map: An `X.item2index` whose indices the logs use as item IDs, or None.
+        columns: The requested column names.
+    """
+
+    name: str
+    logs: tuple[pathlib.Path, ...]
+    item_table: pathlib.Path
+    id_map: pathlib.Path | None
+    columns: LogColumns
+
+    @property
+    def used(self) -> list[pathlib.Path]:
+        """The files the source reads, for the build's fingerprint."""
+        return [*self.logs, self.item_table, *([self.id_map] if self.id_map else [])]
+
+    def read_items(self, reject: Reject = raise_error) -> dict[str, str]:
+        """The item table: original item ID -> text, in file order."""
+        return read_item_table(self.item_table, text_columns=self.columns.text, reject=reject)
+
+    def read_events(
+        self, log: pathlib.Path, reject: Reject = raise_error
+    ) -> Iterator[tuple[int, str, float, str]]:
+        """(line, user, timestamp, item) of one log's well-formed rows.
+
+        Whether the item is in the item table is left to the caller (it is the last check).
+        """
+        id_map = _index_map(self.id_map) if self.id_map else None
+        table = Table(log)
+        u = table.find(USER_COLUMNS, "user", self.columns.user)
+        i = table.find(ITEM_ID_COLUMNS, "item", self.columns.item)
+        t = table.find(TIME_COLUMNS, "timestamp", self.columns.time)
+        for number, fields in table.rows(reject):
+            try:
+                item = fields[i].strip()
+                if id_map is not None:
+                    if item not in id_map:
+                        raise DataError(
+                            f"unknown item {item!r}: not in {self.id_map.name}", log, number
+                        )
+                    item = id_map[item]
+                user = fields[u].strip()
+                if not user:
+                    raise DataError("malformed row: empty user ID", log, number)
+                timestamp = _timestamp(fields[t], log, number)
+            except DataError as e:
+                reject(e)
+                continue
+            yield number, user, timestamp, item
+
+    def unknown_item(self, item: str, log: pathlib.Path, number: int) -> DataError:
+        return DataError(f"unknown item {item!r}: not in {self.item_table.name}", log, number)
+
+
+@functools.lru_cache(maxsize=4)
+def _index_map(path: pathlib.Path) -> dict[str, str]:
+    return read_index_map(path)
+
+
+def plan_log(
     paths: list[pathlib.Path], where: pathlib.Path, name: str, columns: LogColumns
-) -> SourceData:
-    """Reads log files, the item table and an optional X.item2index (log item IDs are its indices).
+) -> LogPlan:
+    """Finds the logs, the item table and an optional X.item2index among `paths`.
 
     Args:
         paths: The candidate files (a folder's files, or the files named on the command line).
@@ -101,34 +169,26 @@ def read_log(
         raise DataError(
             f"several item tables ({', '.join(p.name for p in tables)}): name the files", where
         )
-    table_file = tables[0]
-    texts = read_item_table(table_file, text_columns=columns.text)
-    id_map = read_index_map(id_maps[0]) if id_maps else None
     logs.sort(key=_split_rank)
+    return LogPlan(name, tuple(logs), tables[0], id_maps[0] if id_maps else None, columns)
 
+
+def read_log(plan: LogPlan, reject: Reject = raise_error) -> SourceData:
+    """Reads the logs, the item table and an optional X.item2index (log item IDs are its indices).
+
+    Each user's events are sorted by timestamp; equal timestamps keep file order (`plan.logs`,
+    then line). Malformed rows go to `reject`.
+    """
+    texts = plan.read_items(reject)
     events: dict[str, list[tuple[float, str]]] = {}
-    for path in logs:
-        table = Table(path)
-        u = table.find(USER_COLUMNS, "user", columns.user)
-        i = table.find(ITEM_ID_COLUMNS, "item", columns.item)
-        t = table.find(TIME_COLUMNS, "timestamp", columns.time)
-        for number, fields in table.rows():
-            item = fields[i].strip()
-            if id_map is not None:
-                if item not in id_map:
-                    raise DataError(
-                        f"unknown item {item!r}: not in {id_maps[0].name}", path, number
-                    )
-                item = id_map[item]
+    for log in plan.logs:
+        for number, user, timestamp, item in plan.read_events(log, reject):
             if item not in texts:
-                raise DataError(f"unknown item {item!r}: not in {table_file.name}", path, number)
-            user = fields[u].strip()
-            if not user:
-                raise DataError("malformed row: empty user ID", path, number)
-            events.setdefault(user, []).append((_timestamp(fields[t], path, number), item))
+                reject(plan.unknown_item(item, log, number))
+                continue
+            events.setdefault(user, []).append((timestamp, item))
     sequences = {}
     for user, user_events in events.items():
         user_events.sort(key=lambda e: e[0])  # stable: ties keep file order
         sequences[user] = [item for _, item in user_events]
-    files = [*logs, table_file, *id_maps]
-    return SourceData(name, "log", texts, sequences, None, files)
+    return SourceData(plan.name, "log", texts, sequences, None, plan.used)

@@ -5,9 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from data_pipeline.errors import DataError
+
+# Where a malformed row goes: `raise_error` stops the read, a collector lets it go on.
+Reject = Callable[[DataError], None]
+
+
+def raise_error(error: DataError) -> None:
+    raise error
+
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".inter", ".text", ".item", ".item2index", ".user2index")
 
@@ -42,8 +50,12 @@ class Table:
         self.columns = [column_name(c) for c in cells] if header else []
         self.width = len(cells)
 
-    def rows(self) -> Iterator[tuple[int, list[str]]]:
-        """Yields (line number, fields) for each data row; blank lines are skipped."""
+    def rows(self, reject: Reject = raise_error) -> Iterator[tuple[int, list[str]]]:
+        """Yields (line number, fields) for each data row; blank lines are skipped.
+
+        Args:
+            reject: called with the error for each row of the wrong width (which is skipped).
+        """
         found = False
         with self.path.open(encoding="utf-8", newline="") as f:
             if self.delimiter == ",":
@@ -57,11 +69,14 @@ class Table:
                 if not fields or fields == [""]:
                     continue
                 if len(fields) != self.width:
-                    raise DataError(
-                        f"malformed row: expected {self.width} fields, found {len(fields)}",
-                        self.path,
-                        number,
+                    reject(
+                        DataError(
+                            f"malformed row: expected {self.width} fields, found {len(fields)}",
+                            self.path,
+                            number,
+                        )
                     )
+                    continue
                 found = True
                 yield number, fields
         if not found:
@@ -81,8 +96,8 @@ class Table:
         )
 
 
-def read_jsonl(path: pathlib.Path) -> Iterator[tuple[int, dict]]:
-    """Yields (line number, object) for each non-blank line of a JSON-lines file."""
+def read_jsonl(path: pathlib.Path, reject: Reject = raise_error) -> Iterator[tuple[int, dict]]:
+    """Yields (line number, object) for each non-blank, well-formed line of a JSON-lines file."""
     check_file(path)
     found = False
     with path.open(encoding="utf-8") as f:
@@ -92,9 +107,11 @@ def read_jsonl(path: pathlib.Path) -> Iterator[tuple[int, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"malformed row: invalid JSON ({e.msg})", path, number) from None
+                reject(DataError(f"malformed row: invalid JSON ({e.msg})", path, number))
+                continue
             if not isinstance(obj, dict):
-                raise DataError("malformed row: expected a JSON object", path, number)
+                reject(DataError("malformed row: expected a JSON object", path, number))
+                continue
             found = True
             yield number, {column_name(k): v for k, v in obj.items()}
     if not found:

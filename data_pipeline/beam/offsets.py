@@ -1,0 +1,69 @@
+"""Dense numbering in a distributed job: running totals over a sorted key space."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import apache_beam as beam
+
+
+def _starts(totals: list[tuple[Hashable, int]]) -> dict:
+    """Bucket -> the total weight of all earlier buckets; `None` -> the grand total."""
+    starts, running = {}, 0
+    for bucket, total in sorted(totals):
+        starts[bucket] = running
+        running += total
+    starts[None] = running
+    return starts
+
+
+def _assign(bucket_rows, starts: dict):
+    bucket, rows = bucket_rows
+    offset = starts[bucket]
+    for key, weight, value in sorted(rows, key=lambda row: row[0]):
+        yield key, offset, value
+        offset += weight
+
+
+class OrderedOffsets(beam.PTransform):
+    """`(key, weight, value)` -> `(key, offset, value)`, offset = total weight of smaller keys.
+
+    With weight 1 the offset is the row's rank in key order, which numbers users, items and
+    examples exactly as a sort of the whole collection would, without one: rows are grouped in
+    buckets of neighbouring keys, each bucket is sorted on its own, and a small side input of
+    bucket totals gives every bucket its starting offset.
+
+    Args:
+        bucket: Key -> bucket; monotone (a smaller key never has a later bucket). Buckets should
+            be small enough to sort in one worker's memory.
+
+    Returns:
+        `(offsets, total)`: the numbered rows and a one-element collection of the total weight.
+
+    Example:
+    ```python
+    ranks, count = users | OrderedOffsets(lambda key: key[0] >> 10)
+    ```
+    """
+
+    def __init__(self, bucket: Callable[[tuple], Hashable], label: str | None = None):
+        super().__init__(label)
+        self._bucket = bucket
+
+    def expand(self, rows):
+        bucket = self._bucket
+        keyed = rows | "Bucket" >> beam.Map(lambda row: (bucket(row[0]), row))
+        starts = (
+            keyed
+            | "Weights" >> beam.Map(lambda b_row: (b_row[0], b_row[1][1]))
+            | "Totals" >> beam.CombinePerKey(sum)
+            | "AllTotals" >> beam.combiners.ToList()
+            | "Starts" >> beam.Map(_starts)
+        )
+        offsets = (
+            keyed
+            | "Group" >> beam.GroupByKey()
+            | "Assign" >> beam.FlatMap(_assign, beam.pvalue.AsSingleton(starts))
+        )
+        total = starts | "Total" >> beam.Map(lambda s: s[None])
+        return offsets, total
