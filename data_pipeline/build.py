@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -374,8 +375,15 @@ def main(argv: list[str] | None = None) -> int:
     state = "written" if written else "up to date, nothing written"
     print(f"{args.output}: {state} ({time.perf_counter() - start:.1f} s)")
     if args.text_features:
+        kwargs = {}
+        if args.engine == "beam":
+            from data_pipeline.beam import text
+
+            kwargs["encode"] = functools.partial(
+                text.encode_texts, beam_args=beam_args, scratch=args.output.absolute().parent
+            )
         try:
-            meta = encode_from_args(args, args.output)
+            meta = encode_from_args(args, args.output, **kwargs)
         except (DataError, FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

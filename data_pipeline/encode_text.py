@@ -113,6 +113,7 @@ def encode_dataset(
     batch_size: int = 64,
     progress: bool = True,
     encoder: TextEncoder | None = None,
+    encode=None,
 ) -> dict:
     """Computes (or reuses) the item text features of a built dataset.
 
@@ -126,6 +127,8 @@ def encode_dataset(
       progress: show a progress bar.
       encoder: an already loaded `TextEncoder`, used instead of `encoder_path`, `pooling` and
         `max_length`.
+      encode: how texts become vectors: `encode_texts` (the default, in this process) or a
+        function with its signature, such as `data_pipeline.beam.text.encode_texts`.
 
     Returns:
       The manifest's `"text_features"` entry.
@@ -163,7 +166,9 @@ def encode_dataset(
     for variant, variant_texts in variants.items():
         logger.info("encoding %d item texts (%s)", len(variant_texts), variant)
         matrix = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-        matrix[1:] = encode_texts(encoder, variant_texts, batch_size=batch_size, progress=progress)
+        matrix[1:] = (encode or encode_texts)(
+            encoder, variant_texts, batch_size=batch_size, progress=progress
+        )
         matrices[variant] = matrix
     meta = {"encoder": encoder.name, "encoder_path": str(encoder.path), "dim": encoder.dim}
     return dataset.write_text_features({**meta, **wanted}, matrices)

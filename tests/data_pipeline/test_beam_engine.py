@@ -100,6 +100,7 @@ def read_records(data: DatasetDir, split: str) -> list[dict]:
     return out
 
 
+@pytest.mark.slow
 def test_multi_domain_with_rejected_rows_in_worker_processes(tmp_path):
     """A log and an atomic domain, malformed rows tolerated, Beam in two worker processes."""
     log = shop_log(tmp_path / "shop", users=60, items=40, seed=1)
@@ -177,3 +178,19 @@ def test_real_datasets_are_byte_identical(shared_data, tmp_path, domains):
     build(inputs, tmp_path / "local")
     build(inputs, tmp_path / "beam", engine="beam")
     assert_same_folders(tmp_path / "local", tmp_path / "beam")
+
+
+@pytest.mark.slow
+def test_text_features_with_run_inference_match_the_local_encoder(tmp_path):
+    folder = shop_log(tmp_path / "shop", users=40, items=30, seed=4)
+    args = ["--input", str(folder), "--min-user", "2", "--min-item", "2", "--pooling", "mean"]
+    assert main([*args, "--output", str(tmp_path / "local")]) == 0
+    assert main([*args, "--output", str(tmp_path / "beam"), "--engine", "beam"]) == 0
+    local, beam = DatasetDir.open(tmp_path / "local"), DatasetDir.open(tmp_path / "beam")
+    for variant in ("default", "word_drop"):
+        expected, got = local.text_features(variant), beam.text_features(variant)
+        assert expected.shape == got.shape == (local.num_items + 1, 384)
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+        assert np.abs(expected).max() > 0.1
+    meta = {k: v for k, v in local.manifest["text_features"].items() if "sha256" not in k}
+    assert meta == {k: v for k, v in beam.manifest["text_features"].items() if "sha256" not in k}
