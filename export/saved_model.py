@@ -66,7 +66,7 @@ from export.contract import (
 from export.signatures import ITEM_CHUNK, UniSRecServingModule, write_item_ids_file
 from tf_unisrec.config import TrainConfig
 from tf_unisrec.model import UniSRec
-from tf_unisrec.run_dir import RunDir, RunError
+from tf_unisrec.run_dir import RunDir, RunError, out_of_space
 
 DEFAULT_MAX_K = 100
 DEFAULT_MODEL_NAME = "unisrec"
@@ -76,6 +76,10 @@ WARMUP_HISTORIES = 4
 
 _VERSION = re.compile(r"^[0-9]+$")
 _STAGED_VERSION = re.compile(rf"^\.([0-9]+){re.escape(STAGING_MARK)}")
+
+
+class ExportError(Exception):
+    """An export that could not be written: the message says what was kept."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,6 +273,7 @@ def export_saved_model(
     Raises:
         FileExistsError: the version already exists.
         ValueError: bad arguments, or a run that does not match its dataset.
+        ExportError: no disk space left to write the version (nothing of it is kept).
         DataError: a bad `add_items` table.
     """
     if max_k < 1:
@@ -293,25 +298,52 @@ def export_saved_model(
         item_ids += new_ids
         item_texts += new_texts
     remove_stale_exports(base)
-    # tf.saved_model.save copies the ID file into assets/, so the original lives outside the
-    # version folder and is gone with the temporary folder.
-    with tempfile.TemporaryDirectory() as scratch, staged_directory(final) as staging:
-        module = UniSRecServingModule(
-            model,
-            item_ids,
-            item_texts,
-            write_item_ids_file(item_ids, os.path.join(scratch, ITEM_IDS_ASSET)),
-            max_k=max_k,
-            text_encoder=text_encoder,
-            added_item_inputs=added_inputs,
-        )
-        signatures = module.signatures()
-        tf.saved_model.save(module, str(staging), signatures=signatures)
-        write_warmup_file(str(staging), warmup_requests(info, model_name, list(signatures), max_k))
-
-    parent = os.path.dirname(base)
-    models_config = write_models_config(os.path.join(parent, MODELS_CONFIG), model_name, base)
+    models_config = os.path.join(os.path.dirname(base), MODELS_CONFIG)
+    try:
+        # tf.saved_model.save copies the ID file into assets/, so the original lives outside
+        # the version folder and is gone with the temporary folder.
+        with tempfile.TemporaryDirectory() as scratch, staged_directory(final) as staging:
+            module = UniSRecServingModule(
+                model,
+                item_ids,
+                item_texts,
+                write_item_ids_file(item_ids, os.path.join(scratch, ITEM_IDS_ASSET)),
+                max_k=max_k,
+                text_encoder=text_encoder,
+                added_item_inputs=added_inputs,
+            )
+            signatures = module.signatures()
+            tf.saved_model.save(module, str(staging), signatures=signatures)
+            requests = warmup_requests(info, model_name, list(signatures), max_k)
+            write_warmup_file(str(staging), requests)
+        write_models_config(models_config, model_name, base)
+    except (OSError, tf.errors.OpError) as error:
+        reason = out_of_space(error)
+        if reason is None:
+            raise
+        raise ExportError(out_of_space_message(base, final, models_config, reason)) from None
     return ExportResult(final, version, models_config, tuple(sorted(signatures)))
+
+
+def out_of_space_message(base: str, final: str, models_config: str, reason: str) -> str:
+    """What an export that ran out of disk space kept: staging folders are already removed."""
+    if os.path.isdir(final):  # the version was renamed into place; models.config failed
+        return (
+            f"out of disk space writing {models_config} ({reason}); the new version {final} "
+            f"is complete and {MODELS_CONFIG} is unchanged: free space and export again with "
+            "a new --version, or add the model to models.config yourself"
+        )
+    kept = [str(v) for v in sorted(int(n) for n in os.listdir(base) if _VERSION.match(n))]
+    earlier = (
+        f"the earlier version{'s' if len(kept) > 1 else ''} {', '.join(kept)} under {base} "
+        f"{'are' if len(kept) > 1 else 'is'} intact"
+        if kept
+        else f"{base} holds no version"
+    )
+    return (
+        f"out of disk space writing {final} ({reason}); nothing of it was kept and {earlier}: "
+        "free space and export again"
+    )
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -348,7 +380,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_name=args.model_name,
             add_items=args.add_items,
         )
-    except (DataError, RunError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (
+        DataError,
+        RunError,
+        ExportError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {result.path} (signatures: {', '.join(result.signatures)})")

@@ -138,6 +138,10 @@ class UniSRecServingModule(tf.Module):
         if self.uses_text:
             self.adaptor = tower.adaptor
             self.text_encoder = text_encoder
+        else:
+            # tf.saved_model.save traces every tf.function it finds on the module; an ID-only
+            # model has no text path for these two.
+            self.encode_items = self.recommend_from_texts = None
 
     def signatures(self) -> dict[str, Callable[..., dict[str, tf.Tensor]]]:
         """The signature functions to pass to ``tf.saved_model.save``, by signature key."""

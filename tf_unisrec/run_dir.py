@@ -16,9 +16,12 @@ A run folder holds
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import pathlib
+import re
+import shutil
 from typing import TYPE_CHECKING, Any
 
 from data_pipeline.fileio import atomic_write, atomic_write_json
@@ -41,6 +44,23 @@ PATH_OPTIONS = ("data", "init", "output")
 
 class RunError(Exception):
     """A run folder that cannot be used: the message names the folder or file and the fix."""
+
+
+OUT_OF_SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_UNFINISHED_CHECKPOINT = re.compile(r"^ckpt-([0-9]+)(_temp$|\.)")
+
+
+def out_of_space(error: BaseException) -> str | None:
+    """The reason when `error` is a write that found no room (a full disk, a quota, a file-size
+    limit), else None.
+
+    Python raises OSError with the errno; TensorFlow's file system raises an OpError whose
+    message carries the system's text for it.
+    """
+    if isinstance(error, OSError) and error.errno in OUT_OF_SPACE_ERRNOS:
+        return os.strerror(error.errno)
+    text = str(error)
+    return next((os.strerror(e) for e in OUT_OF_SPACE_ERRNOS if os.strerror(e) in text), None)
 
 
 def checkpoint_read_errors() -> tuple[type[Exception], ...]:
@@ -159,6 +179,49 @@ class RunDir:
 
         checkpoint = tf.train.Checkpoint(model=model)
         return tf.train.CheckpointManager(checkpoint, str(self.best), max_to_keep=keep)
+
+    def remove_unfinished_checkpoints(self) -> list[pathlib.Path]:
+        """Removes what a checkpoint save that failed midway left in checkpoints/ and best/.
+
+        A save writes `ckpt-N_temp/`, merges it into `ckpt-N.*` and only then records `ckpt-N`
+        in the folder's `checkpoint` file, so `_temp` folders and files of checkpoints newer
+        than the last recorded one belong to no finished save.
+        """
+        import tensorflow as tf
+
+        removed = []
+        for folder in (self.checkpoints, self.best):
+            if not folder.is_dir():
+                continue
+            latest = tf.train.latest_checkpoint(str(folder))
+            newest = int(latest.rsplit("-", 1)[1]) if latest else 0
+            for path in folder.iterdir():
+                match = _UNFINISHED_CHECKPOINT.match(path.name)
+                if match and (match[2] == "_temp" or int(match[1]) > newest):
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                    removed.append(path)
+        return removed
+
+    def out_of_space_error(self, error: BaseException, reason: str) -> RunError:
+        """The one line for a write of the run that found no room; cleans up after it first."""
+        import tensorflow as tf
+
+        self.remove_unfinished_checkpoints()
+        text = str(error)
+        what = next(
+            (f"{name} in {folder}" for name, folder in
+             (("a checkpoint", self.checkpoints), ("the best weights", self.best))
+             if str(folder) in text),
+            f"the run folder {self.path}",
+        )  # fmt: skip
+        latest = tf.train.latest_checkpoint(str(self.checkpoints))
+        kept = (
+            f"the last checkpoint, {latest}, is intact: free space and rerun the same command to "
+            "resume from it"
+            if latest
+            else "no checkpoint had been written yet: free space and rerun the same command"
+        )
+        return RunError(f"out of disk space writing {what} ({reason}); {kept}")
 
     def best_checkpoint(self) -> str:
         """The prefix of the best weights."""

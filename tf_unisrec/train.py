@@ -24,7 +24,13 @@ from tf_unisrec.builder import build_model, restore_transferable
 from tf_unisrec.config import STOPPING_METRIC, TrainConfig, parse_flags
 from tf_unisrec.evaluate import Evaluator, format_metrics
 from tf_unisrec.model import UniSRec
-from tf_unisrec.run_dir import RunDir, RunError, checkpoint_read_errors, damaged_checkpoint
+from tf_unisrec.run_dir import (
+    RunDir,
+    RunError,
+    checkpoint_read_errors,
+    damaged_checkpoint,
+    out_of_space,
+)
 
 
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
@@ -237,7 +243,10 @@ class Trainer:
             raise RunError(
                 damaged_checkpoint(latest, error) + "; or start over with --no-resume"
             ) from None
-        self.history = self.run_dir.read_history()
+        # An epoch logged but not checkpointed (killed, or no disk space, in between) is
+        # trained again: its first record goes.
+        done = int(self.epoch.numpy())
+        self.history = [r for r in self.run_dir.read_history() if r["epoch"] <= done]
         return True
 
     def train_dataset(self, epoch: int) -> tf.data.Dataset:
@@ -398,11 +407,17 @@ def train(
 def train_or_explain(
     config: TrainConfig, resume: bool = True, strategy: tf.distribute.Strategy | None = None
 ) -> dict[str, Any]:
-    """`train`, with a failed read of the dataset's shards turned into the damaged file's name."""
+    """`train`, with a failed read of the dataset's shards turned into the damaged file's name
+    and a write that found no disk space into one line saying what was kept."""
     try:
         return train(config, resume=resume, strategy=strategy)
     except tf.errors.DataLossError as error:
         raise DatasetDir.open(config.data).explain_read_error(error) from None
+    except (OSError, tf.errors.OpError) as error:
+        reason = out_of_space(error)
+        if reason is None or (strategy is not None and not is_chief(strategy)):
+            raise
+        raise RunDir(config.output).out_of_space_error(error, reason) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from export.contract import DEFAULT_K, SERVING_DEFAULT, SIGNATURES, WARMUP_FILE
+from export.contract import DEFAULT_K, SERVING_DEFAULT, SIGNATURES, WARMUP_FILE, signatures_for
 from export.saved_model import (
     MODELS_CONFIG,
     export_saved_model,
@@ -273,3 +273,10 @@ def test_failed_export_leaves_no_version(export, tmp_path, monkeypatch) -> None:
     with pytest.raises(OSError, match="disk full"):
         export_saved_model(unisrec_factory.run_dir_of(export), base, max_k=12)
     assert os.listdir(base) == []
+
+
+def test_id_only_model_exports_the_signatures_without_text(tmp_path) -> None:
+    result = unisrec_factory.exported(tmp_path, "sasrec")
+    expected = sorted(s.name for s in signatures_for(uses_text=False))
+    assert list(result.signatures) == expected == ["encode_sequence", "serving_default"]
+    assert sorted(tf.saved_model.load(result.path).signatures) == expected
