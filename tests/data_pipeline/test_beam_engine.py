@@ -194,3 +194,24 @@ def test_text_features_with_run_inference_match_the_local_encoder(tmp_path):
         assert np.abs(expected).max() > 0.1
     meta = {k: v for k, v in local.manifest["text_features"].items() if "sha256" not in k}
     assert meta == {k: v for k, v in beam.manifest["text_features"].items() if "sha256" not in k}
+
+
+def test_ordered_offsets_equal_a_running_sum_over_the_sorted_keys():
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from data_pipeline.beam.offsets import OrderedOffsets
+
+    rng = np.random.default_rng(5)
+    keys = {(int(a), int(b)) for a, b in rng.integers(0, 50, size=(300, 2))}
+    rows = [(key, int(rng.integers(0, 4)), f"v{key}") for key in keys]
+    expected, running = [], 0
+    for key, weight, value in sorted(rows):
+        expected.append((key, running, value))
+        running += weight
+    with beam.Pipeline("FnApiRunner") as pipeline:
+        offsets, total = (
+            pipeline | beam.Create(rows) | OrderedOffsets(lambda key: key[0] >> 3)  # 7 buckets
+        )
+        assert_that(offsets, equal_to(expected), label="offsets")
+        assert_that(total, equal_to([running]), label="total")
