@@ -29,6 +29,10 @@ import time
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from data_pipeline.dataset import read_manifest  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "data_scale.json"
 ENGINES = {
     "local": ["--engine", "local"],
@@ -70,7 +74,7 @@ def generate(folder: pathlib.Path, events: int, seed: int = 0) -> None:
                 rows = zip(users[start:stop], items[start:stop], clock[start:stop], strict=True)
                 f.write("".join(f"u{u},p{i},{t}\n" for u, i, t in rows))
     words = np.array(["steel", "blue", "pack", "organic", "mini", "pro", "kit", "glass"])
-    with (folder / "items.tsv").open("w") as f:
+    with (folder / "catalog.tsv").open("w") as f:
         f.write("item_id\ttitle\n")
         for i in range(num_items):
             title = " ".join(words[rng.integers(0, len(words), size=4)])
@@ -128,7 +132,7 @@ def measure(log: pathlib.Path, output: pathlib.Path, engine: str) -> dict:
     out = process.stdout.read()
     if process.returncode != 0:
         raise SystemExit(f"{engine} failed:\n{out[-3000:]}")
-    manifest = json.loads((output / "manifest.json").read_text())
+    manifest = read_manifest(output)
     hashes = sorted(e["sha256"] for split in manifest["files"].values() for e in split)
     return {
         "seconds": round(seconds, 1),

@@ -28,8 +28,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from data_pipeline import dataset, rejects
 from data_pipeline.beam.offsets import OrderedOffsets
-from data_pipeline.build import Built
 from data_pipeline.dataset import SPLITS
+from data_pipeline.engines import Built
 from data_pipeline.errors import DataError
 from data_pipeline.preprocess import MIN_SEQUENCE, leave_one_out
 from data_pipeline.rejects import Rejection
@@ -510,7 +510,7 @@ def build_beam(
     max_rejected: int,
     beam_args: list[str] | tuple[str, ...] = (),
 ) -> Built:
-    """The Beam engine (see the module docstring); the arguments are `build.build_local`'s."""
+    """The Beam engine (see the module docstring); the arguments are `engines.build_local`'s."""
     options = pipeline_options(beam_args)
     work = staging / WORK
     counters = _run(lambda p: _read_stage(p, plans, work), options)
