@@ -111,30 +111,18 @@ def _item_table(_, d: int, plan: LogPlan | AtomicPlan):
         yield {"d": d, "item": item, "order": order, "text": text}
 
 
-def _log_events(rank: int, plan: LogPlan):
+def _log_events(rank: int, plan: LogPlan, catalogue: dict):
+    """(user, (timestamp, file rank, line, item)) of one log; bad rows rejected as locally."""
     log = plan.logs[rank]
     bad: list[DataError] = []
     for line, user, timestamp, item in plan.read_events(log, bad.append):
         yield from (_rejection(e) for e in bad)
         bad.clear()
-        yield item, (user, timestamp, rank, line)
-    yield from (_rejection(e) for e in bad)
-
-
-def _known_items(item_groups, d: int, plan: LogPlan):
-    """Events of items in the table, keyed by user; the others rejected as in the local engine."""
-    item, groups = item_groups
-    table = list(groups["table"])
-    events = list(groups["events"])
-    if not table:
-        for _, _, rank, line in events:
-            yield _rejection(plan.unknown_item(item, plan.logs[rank], line))
-        return
-    if events:
-        _count(d, "raw_items")
-        yield beam.pvalue.TaggedOutput("items", table[0])
-    for user, timestamp, rank, line in events:
+        if item not in catalogue:
+            yield _rejection(plan.unknown_item(item, log, line))
+            continue
         yield user, (timestamp, rank, line, item)
+    yield from (_rejection(e) for e in bad)
 
 
 def _log_sequence(user_events, d: int) -> dict:
@@ -195,29 +183,28 @@ def _read_stage(pipeline, plans, work: pathlib.Path) -> None:
         )
         rejected.append(table[REJECTED])
         if isinstance(plan, LogPlan):
+            catalogue = table["items"] | f"{label}Ids" >> beam.Map(lambda r: (r["item"], None))
             events = (
                 pipeline
                 | f"{label}Logs" >> beam.Create(list(range(len(plan.logs))))
                 | f"{label}Spread" >> beam.Reshuffle()
                 | f"{label}ReadLogs"
-                >> beam.FlatMap(_log_events, plan).with_outputs(REJECTED, main="events")
-            )
-            rejected.append(events[REJECTED])
-            by_item = table["items"] | f"{label}ByItem" >> beam.Map(lambda r: (r["item"], r))
-            known = (
-                {"table": by_item, "events": events["events"]}
-                | f"{label}JoinTable" >> beam.CoGroupByKey()
-                | f"{label}Known"
-                >> beam.FlatMap(_known_items, d, plan).with_outputs(
-                    REJECTED, "items", main="events"
+                >> beam.FlatMap(_log_events, plan, beam.pvalue.AsDict(catalogue)).with_outputs(
+                    REJECTED, main="events"
                 )
             )
-            rejected.append(known[REJECTED])
-            items.append(known["items"])
+            rejected.append(events[REJECTED])
+            items.append(table["items"])
             sequences.append(
-                known["events"]
+                events["events"]
                 | f"{label}ByUser" >> beam.GroupByKey()
                 | f"{label}Sequence" >> beam.Map(_log_sequence, d)
+            )
+            _ = (
+                events["events"]
+                | f"{label}EventItems" >> beam.Map(lambda kv: kv[1][3])
+                | f"{label}DistinctItems" >> beam.Distinct()
+                | f"{label}RawItems" >> beam.Map(lambda _, d=d: _count(d, "raw_items"))
             )
             continue
         items.append(table["items"])
@@ -271,109 +258,92 @@ def _read_stage(pipeline, plans, work: pathlib.Path) -> None:
 # --- k-core -------------------------------------------------------------------------------
 
 
-def _explode(record: dict):
-    key = (record["d"], record["user"])
-    for pos, item in enumerate(record["seq"]):
-        yield (record["d"], item), (key, pos)
-
-
-def _frequent(item_groups, min_item: int):
-    (d, item), groups = item_groups
-    at = list(groups["at"])
-    if len(at) < min_item:
+def _filter_sequence(record: dict, rare: dict, min_user: int):
+    """A user's sequence without this round's rare items, or nothing if it is then too short."""
+    d = record["d"]
+    seq = [item for item in record["seq"] if (d, item) not in rare]
+    if len(seq) < max(min_user, 1):
         _count(d, "kcore_removed")
         return
-    for key, pos in at:
-        yield tuple(key), (pos, item)
+    yield {**record, "seq": seq}
 
 
-def _long_enough(user_groups, min_user: int):
-    (d, user), groups = user_groups
-    (first,) = groups["first"]
-    kept = sorted(groups["kept"])
-    if len(kept) < max(min_user, 1):
+def _rare(item_count, min_item: int):
+    (d, item), count = item_count
+    if count < min_item:
         _count(d, "kcore_removed")
-        return
-    yield {"d": d, "user": user, "first": first, "seq": [item for _, item in kept]}
+        yield (d, item), None
 
 
 def _kcore_round(pipeline, work: pathlib.Path, source: str, target: str, settings, logs):
-    """One round over the log domains: rare items out, then short users; others pass through."""
+    """One round over the log domains: rare items out, then short users; others pass through.
+
+    The round's rare items are a side input (a subset of the catalogue, as a vocabulary is in
+    TFX Transform), so the events are not shuffled again.
+    """
     min_user, min_item = settings
     records = _read(pipeline, work, source, "Seq")
     passing = records | "Others" >> beam.Filter(lambda r: r["d"] not in logs)
     records = records | "Logs" >> beam.Filter(lambda r: r["d"] in logs)
-    at = records | "Explode" >> beam.FlatMap(_explode)
-    kept = (
-        {"at": at}
-        | "ByItem" >> beam.CoGroupByKey()
-        | "Frequent" >> beam.FlatMap(_frequent, min_item)
+    rare = (
+        records
+        | "Items" >> beam.FlatMap(lambda r: [(r["d"], item) for item in r["seq"]])
+        | "Count" >> beam.combiners.Count.PerElement()
+        | "Rare" >> beam.FlatMap(_rare, min_item)
     )
-    firsts = records | "First" >> beam.Map(lambda r: ((r["d"], r["user"]), r["first"]))
-    kept_records = (
-        {"first": firsts, "kept": kept}
-        | "ByUser" >> beam.CoGroupByKey()
-        | "LongEnough" >> beam.FlatMap(_long_enough, min_user)
-    )
-    _write((passing, kept_records) | beam.Flatten(), work, target, "Seq")
+    kept = records | "Filter" >> beam.FlatMap(_filter_sequence, beam.pvalue.AsDict(rare), min_user)
+    _write((passing, kept) | beam.Flatten(), work, target, "Seq")
 
 
 # --- numbering and writing ----------------------------------------------------------------
 
 
-def _user_keys(record: dict, kind: str):
-    """((d, a, b), (d, user)): the key of the user's first row."""
-    if kind == "rows":
-        return (record["d"], SPLITS.index(record["split"]), record["line"]), (
-            record["d"],
-            record["user"],
-        )
-    return (record["d"], *record["first"]), (record["d"], record["user"])
+def _split_user(user_rows) -> dict:
+    """A given split's rows of one user, with the key of their first row."""
+    (d, user), rows = user_rows
+    rows = sorted(rows, key=lambda r: (SPLITS.index(r["split"]), r["line"]))
+    first = [SPLITS.index(rows[0]["split"]), rows[0]["line"]]
+    _count(d, "users")
+    return {"d": d, "user": user, "first": first, "rows": rows}
 
 
-def _first_key(user_keys):
-    (d, user), keys = user_keys
-    return min(tuple(k) for k in keys), 1, (d, user)
+def _item_firsts(numbered):
+    """((d, item), (d, user index, position)) for every item of a numbered log sequence."""
+    _, user_index, record = numbered
+    for pos, item in enumerate(record["seq"]):
+        yield (record["d"], item), (record["d"], user_index, pos)
 
 
-def _with_user(user_groups):
-    """Joins a user's index to their records."""
-    _, groups = user_groups
-    (index,) = groups["index"]
-    for record in groups["records"]:
-        yield {**record, "u": index}
+def _units(numbered, kinds: dict, item_index: dict):
+    """(order key, examples per split, unit): a user's sequence, or one given row.
 
-
-def _explode_indexed(record: dict):
-    """((d, item), (row key, pos)): every item of a sequence or a given row (target last)."""
-    if "seq" in record:
-        key, items = ("seq", record["d"], record["u"]), record["seq"]
-    else:
-        key = ("row", record["d"], record["split"], record["line"], record["u"])
-        items = [*record["history"], record["target"]]
-    for pos, item in enumerate(items):
-        yield (record["d"], item), (key, pos)
-
-
-def _index_items(item_groups):
-    _, groups = item_groups
-    (index,) = groups["index"]
-    for key, pos in groups["at"]:
-        yield tuple(key), (pos, index)
-
-
-def _examples(key_items, max_len: int):
-    """(split, order key, example) rows of a numbered sequence or given row."""
-    key, items = key_items
-    indices = [index for _, index in sorted(items)]
-    if key[0] == "seq":
-        _, d, user = key
-        for split, rows in leave_one_out(indices, max_len).items():
-            for j, (history, target) in enumerate(rows):
-                yield split, (d, user, j), (history, target, user, d)
+    The key orders a split's examples as the local engine lists them: by domain, then user
+    and prefix (sequences) or file line (given rows).
+    """
+    _, user_index, record = numbered
+    d = record["d"]
+    if kinds[d] != "rows":
+        seq = [item_index[(d, item)] for item in record["seq"]]
+        yield (d, user_index, 0), (len(seq) - 3, 1, 1), ("seq", d, user_index, seq)
         return
-    _, d, split, line, user = key
-    yield split, (d, line, 0), (indices[:-1][-max_len:], indices[-1], user, d)
+    for row in record["rows"]:
+        split = SPLITS.index(row["split"])
+        items = [item_index[(d, item)] for item in (*row["history"], row["target"])]
+        weight = tuple(int(s == split) for s in range(len(SPLITS)))
+        yield (d, row["line"], split), weight, ("row", d, user_index, split, items)
+
+
+def _numbered_examples(unit, max_len: int):
+    """(split, rank in split, example) of a numbered unit."""
+    _, offsets, value = unit
+    if value[0] == "seq":
+        _, d, user, seq = value
+        for s, (split, rows) in enumerate(leave_one_out(seq, max_len).items()):
+            for j, (history, target) in enumerate(rows):
+                yield split, offsets[s] + j, (history, target, user, d)
+        return
+    _, d, user, s, items = value
+    yield SPLITS[s], offsets[s], (items[:-1][-max_len:], items[-1], user, d)
 
 
 def _write_shard(shard_rows, folder: str, counts: dict):
@@ -383,7 +353,20 @@ def _write_shard(shard_rows, folder: str, counts: dict):
     return {"split": split, "shard": shard, **entry}
 
 
+def _shard_counts(total, shards: int) -> dict:
+    totals = total if isinstance(total, tuple) else (0,) * len(SPLITS)
+    return {split: dataset.shard_count(n, shards) for split, n in zip(SPLITS, totals, strict=True)}
+
+
+def _numbered_item(item_groups):
+    (d, item), groups = item_groups
+    texts = list(groups["text"])
+    for index in groups["index"]:
+        yield [index, d, item, texts[0]]
+
+
 def _final_stage(pipeline, work, staging, kinds, max_len: int, shards: int) -> None:
+    """Numbers users, items and examples and writes the shards and the numbered items."""
     sequences = _read(pipeline, work, "seq", "Seq")
     rows = _read(pipeline, work, "rows", "Rows")
     items = _read(pipeline, work, "items", "Items")
@@ -396,46 +379,27 @@ def _final_stage(pipeline, work, staging, kinds, max_len: int, shards: int) -> N
         _count(record["d"], "dropped_users")
         return False
 
-    sequences = sequences | "Kept" >> beam.Filter(kept)
-    # Users: numbered by their first row (split-row users counted once each).
-    user_keys = (
-        (
-            sequences | "SeqUserKey" >> beam.Map(_user_keys, "seq"),
-            rows | "RowUserKey" >> beam.Map(_user_keys, "rows"),
-        )
-        | "UserKeys" >> beam.Flatten()
-        | "UserKeyByUser" >> beam.Map(lambda kv: (kv[1], kv[0]))
-        | "UserRows" >> beam.GroupByKey()
-        | "UserFirst" >> beam.Map(_first_key)
-    )
-    user_index, _ = user_keys | "NumberUsers" >> OrderedOffsets(
-        lambda k: (k[0], k[1], k[2] >> LINE_BUCKET)
-    )
-    _ = (
+    split_users = (
         rows
-        | "RowUsers" >> beam.Map(lambda r: (r["d"], r["user"]))
-        | "DistinctRowUsers" >> beam.Distinct()
-        | "CountRowUsers" >> beam.Map(lambda du: _count(du[0], "users"))
+        | "RowUser" >> beam.Map(lambda r: ((r["d"], r["user"]), r))
+        | "RowsByUser" >> beam.GroupByKey()
+        | "SplitUser" >> beam.Map(_split_user)
     )
-    records = (
-        {
-            "index": user_index | "IndexByUser" >> beam.Map(lambda r: (tuple(r[2]), r[1])),
-            "records": (sequences, rows)
-            | "Records" >> beam.Flatten()
-            | "RecordByUser" >> beam.Map(lambda r: ((r["d"], r["user"]), r)),
-        }
-        | "JoinUsers" >> beam.CoGroupByKey()
-        | "WithUser" >> beam.FlatMap(_with_user)
+    # Users: numbered by their first row; the value carries the user's sequence or rows.
+    users, _ = (
+        (sequences | "Kept" >> beam.Filter(kept), split_users)
+        | "Users" >> beam.Flatten()
+        | "UserKey" >> beam.Map(lambda r: ((r["d"], *r["first"]), 1, r))
+        | "NumberUsers" >> OrderedOffsets(lambda k: (k[0], k[1], k[2] >> LINE_BUCKET))
     )
-    at = records | "ExplodeItems" >> beam.FlatMap(_explode_indexed)
 
     # Items: table order (atomic sources) or first appearance in the numbered sequences (logs).
     log_firsts = (
-        at
-        | "LogItems" >> beam.Filter(lambda kv: kinds[kv[0][0]] == "log")
-        | "LogItemKey" >> beam.Map(lambda kv: (tuple(kv[0]), (kv[0][0], kv[1][0][2], kv[1][1])))
-        | "LogFirst" >> beam.CombinePerKey(min)
-        | "LogFirstRow" >> beam.Map(lambda kv: (kv[1], 1, kv[0]))
+        users
+        | "LogUsers" >> beam.Filter(lambda u: kinds[u[2]["d"]] == "log")
+        | "ItemAt" >> beam.FlatMap(_item_firsts)
+        | "FirstAt" >> beam.CombinePerKey(min)
+        | "FirstKey" >> beam.Map(lambda kv: (kv[1], 1, kv[0]))
     )
     table_items = (
         items
@@ -445,9 +409,9 @@ def _final_stage(pipeline, work, staging, kinds, max_len: int, shards: int) -> N
     item_index, _ = (
         (log_firsts, table_items)
         | "ItemKeys" >> beam.Flatten()
-        | ("NumberItems" >> OrderedOffsets(lambda k: (k[0], k[1] >> USER_BUCKET)))
+        | "NumberItems" >> OrderedOffsets(lambda k: (k[0], k[1] >> USER_BUCKET))
     )
-    item_index = item_index | "ItemByKey" >> beam.Map(lambda r: (tuple(r[2]), r[1] + 1))
+    item_index = item_index | "IndexByItem" >> beam.Map(lambda r: (tuple(r[2]), r[1] + 1))
     texts = items | "TextByItem" >> beam.Map(lambda r: ((r["d"], r["item"]), r["text"]))
     _write(
         {"index": item_index, "text": texts}
@@ -458,45 +422,28 @@ def _final_stage(pipeline, work, staging, kinds, max_len: int, shards: int) -> N
         "ItemsOut",
     )
 
-    examples = (
-        {"index": item_index, "at": at}
-        | "JoinItems" >> beam.CoGroupByKey()
-        | "IndexItems" >> beam.FlatMap(_index_items)
-        | "ByRow" >> beam.GroupByKey()
-        | "Examples" >> beam.FlatMap(_examples, max_len)
+    # Examples: a running count per split over units in split order gives each its rank.
+    units, total = (
+        users
+        | "Units" >> beam.FlatMap(_units, kinds, beam.pvalue.AsDict(item_index))
+        | "NumberExamples" >> OrderedOffsets(lambda k: (k[0], k[1] >> USER_BUCKET))
     )
-    for split in SPLITS:
-        ranked, total = (
-            examples
-            | f"{split}Only" >> beam.Filter(lambda r, s=split: r[0] == s)
-            | f"{split}Key" >> beam.Map(lambda r: (r[1], 1, r[2]))
-            | f"{split}Number" >> OrderedOffsets(lambda k: (k[0], k[1] >> USER_BUCKET))
-        )
-        count = total | f"{split}Count" >> beam.Map(
-            lambda n, s=split: {s: dataset.shard_count(n, shards)}
-        )
-        _ = (
-            ranked
-            | f"{split}Shard"
-            >> beam.Map(
-                lambda r, c, s=split: ((s, r[1] % c[s]), (r[1], r[2])),
-                beam.pvalue.AsSingleton(count),
-            )
-            | f"{split}ByShard" >> beam.GroupByKey()
-            | f"{split}Write"
-            >> beam.Map(_write_shard, str(staging), beam.pvalue.AsSingleton(count))
-            | f"{split}Json" >> beam.Map(json.dumps)
-            | f"{split}Files"
-            >> beam.io.WriteToText(str(work / f"files-{split}" / "part"), ".jsonl")
-        )
-        _ = ranked | f"{split}Rows" >> beam.Map(lambda r, s=split: _count(r[2][3], f"split.{s}"))
+    counts = beam.pvalue.AsSingleton(total | "ShardCounts" >> beam.Map(_shard_counts, shards))
 
+    def shard_of(example, counts):
+        split, rank, value = example
+        _count(value[3], f"split.{split}")
+        return (split, rank % counts[split]), (rank, value)
 
-def _numbered_item(item_groups):
-    (d, item), groups = item_groups
-    for index in groups["index"]:
-        (text,) = list(groups["text"])[:1]
-        yield [index, d, item, text]
+    _ = (
+        units
+        | "Examples" >> beam.FlatMap(_numbered_examples, max_len)
+        | "Shard" >> beam.Map(shard_of, counts)
+        | "ByShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.Map(_write_shard, str(staging), counts)
+        | "FilesJson" >> beam.Map(json.dumps)
+        | "Files" >> beam.io.WriteToText(str(work / "files" / "part"), ".jsonl")
+    )
 
 
 def build_beam(
@@ -540,9 +487,10 @@ def build_beam(
     if [row[0] for row in numbered] != list(range(1, len(numbered) + 1)):
         raise RuntimeError("the Beam build numbered items with gaps")
     items = [(d, item, text) for _, d, item, text in numbered]
+    written = _read_local(work, "files")
     files = {}
     for split in SPLITS:
-        entries = sorted(_read_local(work, f"files-{split}"), key=lambda e: e["shard"])
+        entries = sorted((e for e in written if e["split"] == split), key=lambda e: e["shard"])
         files[split] = [{k: e[k] for k in ("path", "rows", "sha256")} for e in entries]
         if not files[split]:
             files[split] = [dataset.write_shard(staging, split, 0, 1, [])]

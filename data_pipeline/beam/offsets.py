@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable
 
 import apache_beam as beam
 
 
-def _starts(totals: list[tuple[Hashable, int]]) -> dict:
+def _plus(a, b):
+    return a + b if isinstance(a, int) else tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _total(weights):
+    return functools.reduce(_plus, weights)
+
+
+def _starts(totals: list[tuple[Hashable, object]]) -> dict:
     """Bucket -> the total weight of all earlier buckets; `None` -> the grand total."""
-    starts, running = {}, 0
-    for bucket, total in sorted(totals):
+    starts, running = {}, None
+    for bucket, total in sorted(totals, key=lambda bt: bt[0]):
+        running = _zero(total) if running is None else running
         starts[bucket] = running
-        running += total
-    starts[None] = running
+        running = _plus(running, total)
+    starts[None] = running if running is not None else 0
     return starts
+
+
+def _zero(weight):
+    return 0 if isinstance(weight, int) else (0,) * len(weight)
 
 
 def _assign(bucket_rows, starts: dict):
@@ -22,11 +36,14 @@ def _assign(bucket_rows, starts: dict):
     offset = starts[bucket]
     for key, weight, value in sorted(rows, key=lambda row: row[0]):
         yield key, offset, value
-        offset += weight
+        offset = _plus(offset, weight)
 
 
 class OrderedOffsets(beam.PTransform):
     """`(key, weight, value)` -> `(key, offset, value)`, offset = total weight of smaller keys.
+
+    Weights are ints, or tuples of ints summed element by element (several running counts in
+    one pass: examples per split, say).
 
     With weight 1 the offset is the row's rank in key order, which numbers users, items and
     examples exactly as a sort of the whole collection would, without one: rows are grouped in
@@ -56,7 +73,7 @@ class OrderedOffsets(beam.PTransform):
         starts = (
             keyed
             | "Weights" >> beam.Map(lambda b_row: (b_row[0], b_row[1][1]))
-            | "Totals" >> beam.CombinePerKey(sum)
+            | "Totals" >> beam.CombinePerKey(_total)
             | "AllTotals" >> beam.combiners.ToList()
             | "Starts" >> beam.Map(_starts)
         )

@@ -215,3 +215,14 @@ def test_ordered_offsets_equal_a_running_sum_over_the_sorted_keys():
         )
         assert_that(offsets, equal_to(expected), label="offsets")
         assert_that(total, equal_to([running]), label="total")
+
+    # Tuple weights keep one running count per position (examples per split, say).
+    pairs = [(key, (w, 2 * w + 1), value) for key, w, value in rows]
+    expected, running = [], (0, 0)
+    for key, (a, b), value in sorted(pairs):
+        expected.append((key, running, value))
+        running = (running[0] + a, running[1] + b)
+    with beam.Pipeline("FnApiRunner") as pipeline:
+        offsets, total = pipeline | beam.Create(pairs) | OrderedOffsets(lambda key: key[0] >> 4)
+        assert_that(offsets, equal_to(expected), label="offsets")
+        assert_that(total, equal_to([running]), label="total")
