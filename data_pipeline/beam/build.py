@@ -1,9 +1,11 @@
 """`python -m data_pipeline.build --engine beam`: the local engine's build as Apache Beam pipelines.
 
-No step holds more than one user's events, one item's events, one bucket of neighbouring keys
-or one output shard in memory, so the build scales out with the runner. Every rule is the
-local engine's (`data_pipeline.sources`, `data_pipeline.preprocess`), computed so the output
-is byte for byte the same:
+Events are grouped once, by user; after that a step holds one user's sequence, one bucket of
+neighbouring keys or one output shard, plus the catalogue (item IDs, later their indices, and a
+k-core round's rare items) as side inputs, the way TFX Transform hands a vocabulary to its
+workers. So a worker's memory follows the catalogue and the largest shard, not the log. Every
+rule is the local engine's (`data_pipeline.sources`, `data_pipeline.preprocess`), computed so
+the output is byte for byte the same:
 
 - a user's events sort by timestamp, ties by file (in `LogPlan.logs` order) and line;
 - k-core runs one pipeline per round from a driver loop until a round removes nothing;
