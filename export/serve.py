@@ -278,8 +278,17 @@ class LoadedVersion:
         """Every SignatureDef of the MetaGraphDef, as TF-Serving reports it in metadata."""
         return self.meta_graph.signature_def
 
-    def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        """Runs one Predict request against this version."""
+    def predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext | None = None
+    ) -> predict_pb2.PredictResponse:
+        """Runs one Predict request against this version.
+
+        A request whose client has gone (cancelled, disconnected, past its deadline) while it
+        waited for a thread or was parsed is dropped there: nobody would read the answer. One
+        already running is computed to its end (a running TensorFlow function cannot be
+        stopped).
+        """
+        _check_client_waits(context)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         signature = self.signatures.get(signature_name)
         if signature is None:
@@ -289,6 +298,7 @@ class LoadedVersion:
             )
         inputs = self._parse_inputs(signature, request.inputs)
         output_aliases = self._output_aliases(signature, request.output_filter)
+        _check_client_waits(context)
         try:
             outputs = signature.function(
                 **{alias: tf.constant(value) for alias, value in inputs.items()}
@@ -648,6 +658,11 @@ class ServableManager:
         return statuses
 
 
+def _check_client_waits(context: grpc.ServicerContext | None) -> None:
+    if context is not None and not context.is_active():
+        raise ServingError(grpc.StatusCode.CANCELLED, "the client has gone")
+
+
 def _abort(context: grpc.ServicerContext, error: ServingError) -> None:
     context.abort(error.code, error.message)
 
@@ -673,12 +688,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(  # noqa: N802  (gRPC method name)
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        return _run_guarded("Predict", context, lambda: self._predict(request))
+        return _run_guarded("Predict", context, lambda: self._predict(request, context))
 
-    def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    def _predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext | None = None
+    ) -> predict_pb2.PredictResponse:
         if not request.HasField("model_spec"):
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
-        return self.manager.resolve(request.model_spec).predict(request)
+        return self.manager.resolve(request.model_spec).predict(request, context)
 
     def GetModelMetadata(  # noqa: N802  (gRPC method name)
         self,

@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+import grpc
+
 from export.client import ServingClient, ServingClientError
 
 
@@ -21,6 +23,30 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def process_tree_resident_bytes(pid: int) -> int:
+    """VmRSS of `pid` and its descendants, from /proc (0 for processes already gone)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            with open(f"/proc/{current}/status", encoding="ascii", errors="replace") as f:
+                total += next((int(line.split()[1]) * 1024 for line in f
+                               if line.startswith("VmRSS:")), 0)  # fmt: skip
+        except OSError:
+            continue
+    return total
 
 
 class ModelServerProcess:
@@ -72,7 +98,19 @@ class ModelServerProcess:
                 self.command, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + timeout
-        with ServingClient(self.address, self.model, timeout=2.0) as client:
+        # gRPC's reconnect backoff grows to minutes while the server is still loading; retry
+        # every second instead so that readiness is seen when it comes.
+        channel = grpc.insecure_channel(
+            self.address,
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+            ],
+        )
+        with (
+            channel,
+            ServingClient(self.address, self.model, timeout=2.0, channel=channel) as client,
+        ):
             while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(
@@ -92,6 +130,18 @@ class ModelServerProcess:
         """The process's output so far."""
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()
+
+    def kill(self) -> int | None:
+        """SIGKILL, as the OOM killer or a lost machine would end it; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.kill()
+        return self.process.wait()
+
+    def resident_bytes(self) -> int:
+        """Resident memory of the server process and every process it started."""
+        return process_tree_resident_bytes(self.process.pid) if self.process else 0
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
