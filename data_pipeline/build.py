@@ -28,7 +28,7 @@ from data_pipeline.dataset import FORMAT_VERSION, MANIFEST, RECORD_SCHEMA, SPLIT
 from data_pipeline.encode_text import add_encoder_arguments, encode_from_args
 from data_pipeline.engines import build_local
 from data_pipeline.errors import DataError
-from data_pipeline.fileio import sha256_file, staged_directory
+from data_pipeline.fileio import out_of_space, sha256_file, staged_directory
 from data_pipeline.rejects import MAX_REJECTED
 from data_pipeline.sources import FORMATS
 from data_pipeline.sources.atomic import AtomicPlan
@@ -295,6 +295,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def no_room(output: pathlib.Path, reason: str) -> str:
+    """The line for a build that ran out of disk space: staging is already removed."""
+    kept = (
+        "the previous build there is intact"
+        if (pathlib.Path(output) / MANIFEST).is_file()
+        else "nothing was written there"
+    )
+    return (
+        f"out of disk space writing {output} ({reason}); {kept}: free space and rerun the "
+        "same command"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     beam_args = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -328,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # only a write that found no room is turned into a line
+        if out_of_space(e) is None:
+            raise
+        print(f"error: {no_room(args.output, out_of_space(e))}", file=sys.stderr)
+        return 2
     print(summary(manifest))
     state = "written" if written else "up to date, nothing written"
     print(f"{args.output}: {state} ({time.perf_counter() - start:.1f} s)")
@@ -343,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
             meta = encode_from_args(args, args.output, **kwargs)
         except (DataError, FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
+            return 2
+        except Exception as e:  # only a write that found no room is turned into a line
+            if out_of_space(e) is None:
+                raise
+            print(f"error: {no_room(args.output, out_of_space(e))}", file=sys.stderr)
             return 2
         print(f"text features: {meta['encoder']}, {meta['pooling']} pooling, {meta['dim']}-d")
     return 0

@@ -9,16 +9,32 @@ half-written one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 STAGING_MARK = ".staging-"
+OUT_OF_SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_SHORT_WRITE = re.compile(r"^[0-9]+ requested and [0-9]+ written$")
+
+
+def out_of_space(error: BaseException) -> str | None:
+    """The reason when `error` is a write that found no room (a full disk, a quota, a file-size
+    limit), else None: Python's OSError carries the errno, TensorFlow's file system the
+    system's text for it, and NumPy's `tofile` (np.save) reports a short write."""
+    if isinstance(error, OSError) and error.errno in OUT_OF_SPACE_ERRNOS:
+        return os.strerror(error.errno)
+    text = str(error)
+    if isinstance(error, OSError) and error.errno is None and _SHORT_WRITE.match(text):
+        return f"short write: {text}"
+    return next((os.strerror(e) for e in OUT_OF_SPACE_ERRNOS if os.strerror(e) in text), None)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

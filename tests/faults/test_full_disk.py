@@ -93,9 +93,6 @@ def test_full_disk_during_build_keeps_the_previous_build(rebuilt_on_full_disk):
     DatasetDir.open(output, verify=True)  # the reader accepts it, checksums included
 
 
-@pytest.mark.xfail(
-    strict=True, reason="data_pipeline.build does not yet turn a failed write into one line"
-)
 def test_full_disk_during_build_is_one_line(rebuilt_on_full_disk):
     _, output, _, result = rebuilt_on_full_disk
     assert result.returncode == 2
