@@ -223,6 +223,22 @@ class RunDir:
         )
         return RunError(f"out of disk space writing {what} ({reason}); {kept}")
 
+    def lost_worker_error(self, worker: str, workers: int) -> RunError:
+        """The one line for a multi-worker job that lost `worker` (of `workers`) mid-training."""
+        import tensorflow as tf
+
+        restart = f"restart all {workers} workers with the same command"
+        latest = tf.train.latest_checkpoint(str(self.checkpoints))
+        if latest is None:
+            then = f"{restart} to train from the start (no checkpoint had been written yet)"
+        else:
+            reader = tf.train.load_checkpoint(latest)
+            epoch = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+            step = int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+            at = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
+            then = f"{restart} to resume from the last checkpoint, {latest}, saved at {at}"
+        return RunError(f"{worker} of the cluster stopped responding; the job stopped: {then}")
+
     def best_checkpoint(self) -> str:
         """The prefix of the best weights."""
         import tensorflow as tf

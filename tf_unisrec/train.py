@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import signal
 import sys
 import time
@@ -55,6 +56,28 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "chief" or (
         resolver.task_type == "worker" and resolver.task_id == 0
     )
+
+
+# What a collective raises on the surviving workers once a worker stops: the coordination
+# service misses its heartbeats (10 s) or its connection breaks, and every collective aborts.
+PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.AbortedError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+)
+_PEER = re.compile(r"(?:unhealthy[^:]*:\s*|remote target )/job:(\w+)/replica:\d+/task:(\d+)")
+
+
+def lost_worker(error: tf.errors.OpError, strategy: tf.distribute.Strategy) -> tuple[str, int]:
+    """The worker a multi-worker job lost, as `error` names it, and how many workers it has."""
+    cluster = strategy.cluster_resolver.cluster_spec()
+    workers = sum(cluster.num_tasks(job) for job in cluster.jobs)
+    match = _PEER.search(str(error))
+    if match is None:
+        return "a worker", workers
+    job, task = match[1], int(match[2])
+    return f"{job} {task} ({cluster.task_address(job, task)})", workers
 
 
 def random_generators(model: tf.keras.Model) -> tf.train.Checkpoint:
@@ -167,6 +190,9 @@ class Trainer:
         self.strategy = strategy
         self.chief = is_chief(strategy)
         self.run_dir = RunDir(config.output)
+        # Every worker resumes from the chief's checkpoints: its own may be an epoch behind
+        # when the job stopped between the two saves.
+        self.resume_from = self.run_dir
         if not self.chief:
             self.run_dir = self.run_dir.worker(strategy.cluster_resolver.task_id)
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
@@ -234,7 +260,7 @@ class Trainer:
 
     def restore(self) -> bool:
         """Resumes from the latest checkpoint of the run folder, if any."""
-        latest = self.manager.latest_checkpoint
+        latest = tf.train.latest_checkpoint(str(self.resume_from.checkpoints))
         if latest is None:
             return False
         try:
@@ -304,7 +330,7 @@ class Trainer:
         resumed = self.restore() if self.resume else False
         if resumed:
             print(
-                f"resuming {self.run_dir.path} at epoch {int(self.epoch.numpy()) + 1}, "
+                f"resuming {self.resume_from.path} at epoch {int(self.epoch.numpy()) + 1}, "
                 f"step {int(self.step.numpy())}",
                 flush=True,
             )
@@ -407,12 +433,17 @@ def train(
 def train_or_explain(
     config: TrainConfig, resume: bool = True, strategy: tf.distribute.Strategy | None = None
 ) -> dict[str, Any]:
-    """`train`, with a failed read of the dataset's shards turned into the damaged file's name
-    and a write that found no disk space into one line saying what was kept."""
+    """`train`, with a failed read of the dataset's shards turned into the damaged file's name,
+    a write that found no disk space into one line saying what was kept, and a multi-worker
+    job that lost a worker into one line saying how to resume."""
     try:
         return train(config, resume=resume, strategy=strategy)
     except tf.errors.DataLossError as error:
         raise DatasetDir.open(config.data).explain_read_error(error) from None
+    except PEER_ERRORS as error:
+        if strategy is None or config.strategy != "multi_worker":
+            raise
+        raise RunDir(config.output).lost_worker_error(*lost_worker(error, strategy)) from None
     except (OSError, tf.errors.OpError) as error:
         reason = out_of_space(error)
         if reason is None or (strategy is not None and not is_chief(strategy)):
