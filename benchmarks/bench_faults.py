@@ -545,6 +545,8 @@ def bench_soak(work: pathlib.Path, base: pathlib.Path, requests: list, minutes: 
 
 
 def main() -> None:
+    from tf_unisrec.run_dir import RunDir
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -580,7 +582,7 @@ def main() -> None:
     if "train" in args.commands:
         results["train"] = bench_train(args.work, data, args.kills, args.seed)
     run = args.work / "train-reference"
-    if set(args.commands) - {"build", "train"} and not (run / "metrics.json").is_file():
+    if set(args.commands) - {"build", "train"} and not RunDir(run).has_metrics():
         shutil.rmtree(run, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "tf_unisrec.train", "--data", str(data),
                         "--output", str(run), *TRAIN_FLAGS], cwd=REPO, env=ENV,

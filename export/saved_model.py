@@ -45,7 +45,13 @@ from tensorflow_serving.config import model_server_config_pb2
 from data_pipeline.dataset import DatasetDir
 from data_pipeline.encode_text import encode_texts
 from data_pipeline.errors import DataError
-from data_pipeline.fileio import STAGING_MARK, atomic_write, remove_stale_staging, staged_directory
+from data_pipeline.fileio import (
+    STAGING_MARK,
+    atomic_write,
+    out_of_space,
+    remove_stale_staging,
+    staged_directory,
+)
 from data_pipeline.sources.items import read_item_table as read_item_source
 from data_pipeline.text.encoder import TextEncoder
 from export.client import string_matrix
@@ -66,7 +72,7 @@ from export.contract import (
 from export.signatures import ITEM_CHUNK, UniSRecServingModule, write_item_ids_file
 from tf_unisrec.config import TrainConfig
 from tf_unisrec.model import UniSRec
-from tf_unisrec.run_dir import RunDir, RunError, out_of_space
+from tf_unisrec.run_dir import RunDir, RunError
 
 DEFAULT_MAX_K = 100
 DEFAULT_MODEL_NAME = "unisrec"

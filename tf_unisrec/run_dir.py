@@ -16,7 +16,6 @@ A run folder holds
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
 import pathlib
@@ -46,21 +45,7 @@ class RunError(Exception):
     """A run folder that cannot be used: the message names the folder or file and the fix."""
 
 
-OUT_OF_SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 _UNFINISHED_CHECKPOINT = re.compile(r"^ckpt-([0-9]+)(_temp$|\.)")
-
-
-def out_of_space(error: BaseException) -> str | None:
-    """The reason when `error` is a write that found no room (a full disk, a quota, a file-size
-    limit), else None.
-
-    Python raises OSError with the errno; TensorFlow's file system raises an OpError whose
-    message carries the system's text for it.
-    """
-    if isinstance(error, OSError) and error.errno in OUT_OF_SPACE_ERRNOS:
-        return os.strerror(error.errno)
-    text = str(error)
-    return next((os.strerror(e) for e in OUT_OF_SPACE_ERRNOS if os.strerror(e) in text), None)
 
 
 def checkpoint_read_errors() -> tuple[type[Exception], ...]:

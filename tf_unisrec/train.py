@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from data_pipeline.dataset import DatasetDir
 from data_pipeline.errors import DataError
+from data_pipeline.fileio import out_of_space
 from data_pipeline.reader import Augmentation, make_dataset
 from tf_unisrec.builder import build_model, restore_transferable
 from tf_unisrec.config import STOPPING_METRIC, TrainConfig, parse_flags
@@ -30,7 +31,6 @@ from tf_unisrec.run_dir import (
     RunError,
     checkpoint_read_errors,
     damaged_checkpoint,
-    out_of_space,
 )
 
 
