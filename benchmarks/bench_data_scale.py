@@ -32,6 +32,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_pipeline.dataset import read_manifest  # noqa: E402
+from export.server_process import process_tree_resident_bytes  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "data_scale.json"
 ENGINES = {
@@ -82,31 +83,6 @@ def generate(folder: pathlib.Path, events: int, seed: int = 0) -> None:
     done.write_text("")
 
 
-def tree_rss(root: int) -> int:
-    """Resident bytes of `root` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = pathlib.Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
-
-
 def measure(log: pathlib.Path, output: pathlib.Path, engine: str) -> dict:
     shutil.rmtree(output, ignore_errors=True)
     command = [
@@ -126,7 +102,7 @@ def measure(log: pathlib.Path, output: pathlib.Path, engine: str) -> dict:
     )
     peak = 0
     while process.poll() is None:
-        peak = max(peak, tree_rss(process.pid))
+        peak = max(peak, process_tree_resident_bytes(process.pid))
         time.sleep(0.2)
     seconds = time.perf_counter() - start
     out = process.stdout.read()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import socket
 
 import numpy as np
 import tensorflow as tf
@@ -128,3 +129,14 @@ def exported(root: pathlib.Path, stage: str = "inductive") -> ExportResult:
 def run_dir_of(result: ExportResult, stage: str = "inductive") -> pathlib.Path:
     """The run directory :func:`exported` exported ``result`` from."""
     return pathlib.Path(result.path).parents[2] / f"run-{stage}"
+
+
+def loopback_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports free on 127.0.0.1 (all held open while choosing, so none repeats)."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

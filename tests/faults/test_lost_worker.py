@@ -6,14 +6,13 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from unisrec_factory import write_dataset
+from unisrec_factory import loopback_ports, write_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # 61 training rows in batches of 2: 31 steps, a few seconds an epoch, long enough to kill in.
@@ -26,16 +25,6 @@ BOUND = 120  # seconds the surviving worker may take to stop
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("lost_worker"))
-
-
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class Worker:
@@ -89,7 +78,7 @@ class Worker:
 @pytest.mark.slow
 def test_killed_worker_stops_the_job_and_a_rerun_resumes(data_dir, tmp_path):
     run = tmp_path / "run"
-    ports = free_ports(2)
+    ports = loopback_ports(2)
     workers = [f"127.0.0.1:{p}" for p in ports]
     args = ["--data", str(data_dir), "--output", str(run)]
     started = [Worker(workers, i, args) for i in range(2)]

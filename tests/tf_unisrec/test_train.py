@@ -5,7 +5,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from unisrec_factory import write_dataset
+from unisrec_factory import loopback_ports, write_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ARCHITECTURE = ["--hidden-dim", "16", "--num-layers", "1", "--num-heads", "2",
@@ -219,19 +218,9 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     assert "Traceback" not in out
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_multi_worker_mirrored_strategy_trains_on_loopback(data_dir, tmp_path):
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    workers = [f"127.0.0.1:{p}" for p in loopback_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
