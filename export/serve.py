@@ -515,17 +515,22 @@ class ServableManager:
         start = time.perf_counter()
         try:
             loaded = LoadedVersion(source.name, version, path, self.max_tensor_elements)
+        except Exception as exc:
+            # A damaged or half-copied version: say which folder and how to replace it.
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            self._failed(
+                source,
+                version,
+                state,
+                f"{path}: not a loadable SavedModel ({type(exc).__name__}: {reason}); the "
+                "versions already loaded keep serving: export it again with "
+                "python -m export.saved_model",
+            )
+            return
+        try:
             warmed = loaded.warm_up()
         except Exception as exc:
-            state.state = _State.END
-            state.error = f"{type(exc).__name__}: {exc}"
-            logger.error(
-                "Loading servable: {name: %s version: %d} failed (attempt %d): %s",
-                source.name,
-                version,
-                state.attempts,
-                state.error,
-            )
+            self._failed(source, version, state, f"{type(exc).__name__}: {exc}")
             return
         with self._lock:
             updated = dict(self._loaded[source.name])
@@ -541,6 +546,17 @@ class ServableManager:
             time.perf_counter() - start,
             warmed,
             ", ".join(sorted(loaded.signatures)),
+        )
+
+    def _failed(self, source: ModelSource, version: int, state: _VersionState, error: str) -> None:
+        state.state = _State.END
+        state.error = error
+        logger.error(
+            "Loading servable: {name: %s version: %d} failed (attempt %d): %s",
+            source.name,
+            version,
+            state.attempts,
+            error,
         )
 
     def _unload(self, name: str, version: int) -> None:

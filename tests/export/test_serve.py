@@ -541,6 +541,23 @@ def test_picks_up_a_new_version_and_unloads_the_old(tmp_path: pathlib.Path) -> N
             )
 
         assert wait_for(version_3_failed)
+        (error,) = [s.status.error_message for s in server.manager.version_statuses(MODEL, 3)]
+        assert error.startswith(f"{broken}: not a loadable SavedModel (")
+        assert "\n" not in error
+        assert error.endswith("export it again with python -m export.saved_model")
+        assert stub.Predict(good_request(ENCODE_ITEMS)).model_spec.version.value == 2
+
+        # A version whose variables were cut short (an interrupted copy) fails the same way.
+        cut = base / "4"
+        shutil.copytree(base / "2", cut)
+        (data,) = (cut / "variables").glob("variables.data-*")
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+        assert wait_for(
+            lambda: any(
+                s.version == 4 and "not a loadable SavedModel" in s.status.error_message
+                for s in server.manager.version_statuses(MODEL)
+            )
+        )
         assert stub.Predict(good_request(ENCODE_ITEMS)).model_spec.version.value == 2
         channel.close()
 
