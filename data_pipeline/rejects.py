@@ -53,7 +53,7 @@ def check(rejections: Iterable[Rejection], max_rejected: int) -> list[Rejection]
     """The rejections in file and line order, or a DataError if there are too many.
 
     The error is the first rejected row's (file, line, reason), followed by the count and the
-    next few reasons, so a single bad row reads exactly as it always did.
+    next few reasons, or, for a single row with no tolerance, by how to tolerate it.
     """
     rows = sorted(rejections)
     if len(rows) <= max_rejected:

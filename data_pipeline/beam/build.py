@@ -136,19 +136,20 @@ def _log_sequence(user_events, d: int) -> dict:
     return {"d": d, "user": user, "first": list(first), "seq": [e[3] for e in events]}
 
 
-def _atomic_rows(split: str, d: int, plan: AtomicPlan):
-    for line, row in plan.read_rows(split):
-        if isinstance(row, DataError):
-            yield _rejection(row)
-        else:
-            yield {
-                "d": d,
-                "split": split,
-                "line": line,
-                "user": row.user,
-                "history": list(row.history),
-                "target": row.target,
-            }
+def _atomic_rows(split: str, d: int, plan: AtomicPlan, items: dict):
+    bad: list[DataError] = []
+    for line, row in plan.read_rows(split, items, bad.append):
+        yield from (_rejection(e) for e in bad)
+        bad.clear()
+        yield {
+            "d": d,
+            "split": split,
+            "line": line,
+            "user": row.user,
+            "history": list(row.history),
+            "target": row.target,
+        }
+    yield from (_rejection(e) for e in bad)
 
 
 def _first_test_row(user_rows, d: int, plan: AtomicPlan):
@@ -210,11 +211,14 @@ def _read_stage(pipeline, plans, work: pathlib.Path) -> None:
             )
             continue
         items.append(table["items"])
+        texts = table["items"] | f"{label}Texts" >> beam.Map(lambda r: (r["item"], r["text"]))
         split_rows = (
             pipeline
             | f"{label}Splits" >> beam.Create(list(SPLITS) if plan.has_split else ["test"])
             | f"{label}ReadRows"
-            >> beam.FlatMap(_atomic_rows, d, plan).with_outputs(REJECTED, main="rows")
+            >> beam.FlatMap(_atomic_rows, d, plan, beam.pvalue.AsDict(texts)).with_outputs(
+                REJECTED, main="rows"
+            )
         )
         rejected.append(split_rows[REJECTED])
         if plan.has_split:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from data_pipeline.errors import DataError
 from data_pipeline.sources.base import SPLITS, Row, SourceData
@@ -50,7 +49,7 @@ def _locate(paths: list[pathlib.Path], where: pathlib.Path) -> tuple[str, dict[s
     return name, files
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class AtomicPlan:
     """The files of one atomic source, by role ("train", "text", "item2index", ...)."""
 
@@ -71,71 +70,57 @@ class AtomicPlan:
 
     def read_items(self, reject: Reject = raise_error) -> dict[str, str]:
         """Original item ID -> text ("" when it has none), in item-table order."""
-        texts = self._texts(reject)
-        return {original: texts.get(original, "") for original in self._tokens(texts).values()}
-
-    def _texts(self, reject: Reject) -> dict[str, str]:
-        return read_item_table(self.files.get("text", self.files.get("item")), reject=reject)
-
-    def _tokens(self, texts: dict[str, str]) -> dict[str, str]:
-        """Token used in .inter files -> original item ID."""
-        if "item2index" in self.files:
-            return read_index_map(self.files["item2index"])
-        return {item: item for item in texts}
+        texts = read_item_table(self.files.get("text", self.files.get("item")), reject=reject)
+        if "item2index" not in self.files:
+            return texts
+        originals = read_index_map(self.files["item2index"]).values()
+        return {original: texts.get(original, "") for original in originals}
 
     def second_test_row(self, user: str, number: int) -> DataError:
         return DataError(f"user {user!r} has two test rows", self.files["test"], number)
 
-    def read_rows(self, split: str) -> Iterator[tuple[int, Row | DataError]]:
-        """(line, row) of a split file, or (line, the error) for a malformed row."""
-        tokens = _cached(self, "tokens")
-        users = _cached(self, "users")
+    def read_rows(
+        self, split: str, items: Mapping[str, str], reject: Reject = raise_error
+    ) -> Iterator[tuple[int, Row]]:
+        """(line, row) of a split file's well-formed rows; the others go to `reject`.
+
+        Args:
+            split: "train", "valid" or "test".
+            items: `read_items()`'s result (the known items).
+            reject: Where malformed rows go.
+        """
+        tokens = read_index_map(self.files["item2index"]) if "item2index" in self.files else None
+        users = read_index_map(self.files["user2index"]) if "user2index" in self.files else None
         table_name = self.files.get("item2index", self.files.get("text", self.files.get("item")))
         path = self.files[split]
         table = Table(path)
         u = table.find(("user_id", "user"), "user")
         h = table.find(("item_id_list", "item_list"), "item history")
         t = table.find(("item_id", "item"), "target item")
-        bad: list[DataError] = []
-        for number, fields in table.rows(bad.append):
-            while bad:
-                error = bad.pop(0)
-                yield error.line, error
-            try:
-                yield number, self._row(fields, u, h, t, tokens, users, table_name.name)
-            except DataError as e:
-                yield number, DataError(e.problem, path, number)
-        while bad:
-            error = bad.pop(0)
-            yield error.line, error
-
-    def _row(self, fields, u, h, t, tokens, users, table_name) -> Row:
-        history_tokens = fields[h].split()
-        if not history_tokens:
-            raise DataError("malformed row: empty item history")
-        user = fields[u].strip()
-        if users is not None:
-            if user not in users:
-                raise DataError(f"unknown user {user!r}: not in {self.files['user2index'].name}")
-            user = users[user]
 
         def item(token: str) -> str:
+            original = tokens.get(token) if tokens is not None else token
+            if original is None or original not in items:
+                raise DataError(f"unknown item {token!r}: not in {table_name.name}")
+            return original
+
+        for number, fields in table.rows(reject):
             try:
-                return tokens[token]
-            except KeyError:
-                raise DataError(f"unknown item {token!r}: not in {table_name}") from None
-
-        history = tuple(item(tok) for tok in history_tokens)
-        return Row(user, history, item(fields[t].strip()))
-
-
-@functools.lru_cache(maxsize=8)
-def _cached(plan: AtomicPlan, what: str):
-    """The token and user maps, read once per process (each split file needs them)."""
-    if what == "tokens":
-        # Rows of the item table were already rejected (or not) by `read_items`.
-        return plan._tokens(plan._texts(lambda error: None))
-    return read_index_map(plan.files["user2index"]) if "user2index" in plan.files else None
+                history_tokens = fields[h].split()
+                if not history_tokens:
+                    raise DataError("malformed row: empty item history")
+                user = fields[u].strip()
+                if users is not None:
+                    if user not in users:
+                        raise DataError(
+                            f"unknown user {user!r}: not in {self.files['user2index'].name}"
+                        )
+                    user = users[user]
+                row = Row(user, tuple(item(tok) for tok in history_tokens), item(fields[t].strip()))
+            except DataError as e:
+                reject(DataError(e.problem, path, number))
+                continue
+            yield number, row
 
 
 def plan_atomic(paths: list[pathlib.Path], where: pathlib.Path) -> AtomicPlan:
@@ -151,20 +136,12 @@ def read_atomic(plan: AtomicPlan, reject: Reject = raise_error) -> SourceData:
     test rows of the same user go to `reject`, like malformed rows.
     """
     items = plan.read_items(reject)
-
-    def rows(split: str) -> Iterator[tuple[int, Row]]:
-        for number, row in plan.read_rows(split):
-            if isinstance(row, DataError):
-                reject(row)
-            else:
-                yield number, row
-
     if plan.has_split:
-        splits = {split: [row for _, row in rows(split)] for split in SPLITS}
+        splits = {s: [row for _, row in plan.read_rows(s, items, reject)] for s in SPLITS}
         return SourceData(plan.name, "atomic", items, {}, splits, plan.used)
     # No train file: full sequences are the test rows' history + target.
     sequences: dict[str, list[str]] = {}
-    for number, row in rows("test"):
+    for number, row in plan.read_rows("test", items, reject):
         if row.user in sequences:
             reject(plan.second_test_row(row.user, number))
             continue

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import pathlib
 from collections.abc import Iterator
 
@@ -102,7 +101,7 @@ class LogPlan:
 
         Whether the item is in the item table is left to the caller (it is the last check).
         """
-        id_map = _index_map(self.id_map) if self.id_map else None
+        id_map = read_index_map(self.id_map) if self.id_map else None
         table = Table(log)
         u = table.find(USER_COLUMNS, "user", self.columns.user)
         i = table.find(ITEM_ID_COLUMNS, "item", self.columns.item)
@@ -127,11 +126,6 @@ class LogPlan:
 
     def unknown_item(self, item: str, log: pathlib.Path, number: int) -> DataError:
         return DataError(f"unknown item {item!r}: not in {self.item_table.name}", log, number)
-
-
-@functools.lru_cache(maxsize=4)
-def _index_map(path: pathlib.Path) -> dict[str, str]:
-    return read_index_map(path)
 
 
 def plan_log(
