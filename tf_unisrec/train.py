@@ -26,12 +26,7 @@ from tf_unisrec.builder import build_model, restore_transferable
 from tf_unisrec.config import STOPPING_METRIC, TrainConfig, parse_flags
 from tf_unisrec.evaluate import Evaluator, format_metrics
 from tf_unisrec.model import UniSRec
-from tf_unisrec.run_dir import (
-    RunDir,
-    RunError,
-    checkpoint_read_errors,
-    damaged_checkpoint,
-)
+from tf_unisrec.run_dir import RunDir, RunError, checkpoint_read_errors, damaged_checkpoint
 
 
 def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
