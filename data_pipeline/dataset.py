@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import pathlib
+import shutil
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -156,15 +157,40 @@ def write_shard(
 
     Example `r` of a split (in split order) goes to shard `r % count`, in order.
     """
+    path = folder / shard_name(split, shard, count)
+    written = write_records(path, rows)
+    return {"path": path.name, "rows": written, "sha256": sha256_file(path)}
+
+
+def write_records(path: pathlib.Path, rows: Iterable[Example]) -> int:
+    """Writes examples as one TFRecord file (a shard, or a piece of one); returns the count."""
     import tensorflow as tf
 
-    path = folder / shard_name(split, shard, count)
     written = 0
     with tf.io.TFRecordWriter(str(path)) as writer:
         for example in rows:
             writer.write(serialize_example(*example))
             written += 1
-    return {"path": path.name, "rows": written, "sha256": sha256_file(path)}
+    return written
+
+
+def join_shard(
+    folder: pathlib.Path, split: str, shard: int, count: int, pieces: Iterable[tuple[str, int]]
+) -> dict:
+    """Writes a shard from `(path, rows)` pieces written by `write_records`, concatenated in
+    order; returns its manifest entry.
+
+    TFRecord files have no header, so the shard's bytes are those `write_shard` writes for the
+    pieces' rows in the same order.
+    """
+    path = folder / shard_name(split, shard, count)
+    rows = 0
+    with path.open("wb") as out:
+        for piece, piece_rows in pieces:
+            with open(piece, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+            rows += piece_rows
+    return {"path": path.name, "rows": rows, "sha256": sha256_file(path)}
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:
@@ -311,6 +337,9 @@ class DatasetDir:
     def text_features(self, variant: str = "default") -> np.ndarray:
         """Item text vectors, float32 [items + 1, d] with row 0 zero.
 
+        The array is mapped read-only from its file, so a million-item table is read as its
+        rows are used rather than held twice while it is copied into a model.
+
         Args:
             variant: "default", or "word_drop" (each text with some words removed).
         """
@@ -330,7 +359,7 @@ class DatasetDir:
         if self.verified and sha256_file(path) != meta[digest_key]:
             raise DataError("sha256 does not match manifest.json", path)
         try:
-            features = np.load(path)
+            features = np.load(path, mmap_mode="r")
         except (ValueError, OSError, EOFError) as e:
             raise DataError(
                 f"unreadable text features ({e}): rerun `python -m data_pipeline.encode_text "

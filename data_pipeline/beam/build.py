@@ -3,7 +3,7 @@
 Events are grouped once, by user; after that a step holds one user's sequence, one bucket of
 neighbouring keys or one output shard, plus the catalogue (item IDs, later their indices, and a
 k-core round's rare items) as side inputs, the way TFX Transform hands a vocabulary to its
-workers. So a worker's memory follows the catalogue and the largest shard, not the log. Every
+workers. So a worker's memory follows the catalogue and one bucket of users, not the log. Every
 rule is the local engine's (`data_pipeline.sources`, `data_pipeline.preprocess`), computed so
 the output is byte for byte the same:
 
@@ -12,7 +12,9 @@ the output is byte for byte the same:
 - users are numbered by their first row, items by the table order (atomic sources) or by
   their first appearance in the numbered users' sequences (logs), examples in split order:
   all of these are running counts over sorted keys (`OrderedOffsets`);
-- example `r` of a split goes to shard `r % count`, in order, written by `dataset.write_shard`.
+- example `r` of a split goes to shard `r % count`, in order: each bucket of users writes its
+  examples as pieces of the shards (`dataset.write_records`), and a shard is its pieces joined
+  in bucket order (`dataset.join_shard`), so no step holds a whole shard.
 
 The pipelines read the input files where they are and write inside the staging folder, so on a
 cluster both must be on storage the workers share.
@@ -45,6 +47,8 @@ WORK = "_beam"
 # Bucket widths (as bit shifts) of the keys numbered by `OrderedOffsets`.
 LINE_BUCKET = 14
 USER_BUCKET = 10
+# Units (users, or given rows) per piece of the output shards, as a bit shift.
+EXAMPLE_BUCKET = 13
 
 
 def pipeline_options(beam_args: list[str] | tuple[str, ...]) -> PipelineOptions:
@@ -352,10 +356,28 @@ def _numbered_examples(unit, max_len: int):
     yield SPLITS[s], offsets[s], (items[:-1][-max_len:], items[-1], user, d)
 
 
-def _write_shard(shard_rows, folder: str, counts: dict):
-    (split, shard), rows = shard_rows
-    rows = [example for _, example in sorted(rows, key=lambda r: r[0])]
-    entry = dataset.write_shard(pathlib.Path(folder), split, shard, counts[split], rows)
+def _write_pieces(bucket_units, folder: str, counts: dict, max_len: int):
+    """Writes one bucket's examples as a piece of each shard they fall in.
+
+    Yields `((split, shard), (bucket, path, rows))`. Buckets hold consecutive ranks, so a shard
+    is its pieces in bucket order.
+    """
+    bucket, units = bucket_units
+    by_shard = {}
+    for unit in units:
+        for split, rank, example in _numbered_examples(unit, max_len):
+            _count(example[3], f"split.{split}")
+            by_shard.setdefault((split, rank % counts[split]), []).append(example)
+    name = "-".join(str(b) for b in bucket)
+    for (split, shard), examples in by_shard.items():
+        path = pathlib.Path(folder) / f"{split}-{shard}-{name}.tfrecord"
+        yield (split, shard), (bucket, str(path), dataset.write_records(path, examples))
+
+
+def _join_shard(shard_pieces, folder: str, counts: dict) -> dict:
+    (split, shard), pieces = shard_pieces
+    pieces = [(path, rows) for _, path, rows in sorted(pieces)]
+    entry = dataset.join_shard(pathlib.Path(folder), split, shard, counts[split], pieces)
     return {"split": split, "shard": shard, **entry}
 
 
@@ -428,25 +450,22 @@ def _final_stage(pipeline, work, staging, kinds, max_len: int, shards: int) -> N
         "ItemsOut",
     )
 
-    # Examples: a running count per split over units in split order gives each its rank.
+    # Examples: a running count per split over units in split order gives each its rank; each
+    # bucket of units writes its examples as pieces of the shards, joined in bucket order.
+    bits = EXAMPLE_BUCKET
     units, total = (
         users
         | "Units" >> beam.FlatMap(_units, kinds, beam.pvalue.AsDict(item_index))
-        | "NumberExamples" >> OrderedOffsets(lambda k: (k[0], k[1] >> USER_BUCKET))
+        | "NumberExamples" >> OrderedOffsets(lambda k: (k[0], k[1] >> bits), per_bucket=True)
     )
     counts = beam.pvalue.AsSingleton(total | "ShardCounts" >> beam.Map(_shard_counts, shards))
-
-    def shard_of(example, counts):
-        split, rank, value = example
-        _count(value[3], f"split.{split}")
-        return (split, rank % counts[split]), (rank, value)
-
+    pieces = work / "pieces"
+    pieces.mkdir(parents=True, exist_ok=True)
     _ = (
         units
-        | "Examples" >> beam.FlatMap(_numbered_examples, max_len)
-        | "Shard" >> beam.Map(shard_of, counts)
+        | "WritePieces" >> beam.FlatMap(_write_pieces, str(pieces), counts, max_len)
         | "ByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.Map(_write_shard, str(staging), counts)
+        | "JoinShards" >> beam.Map(_join_shard, str(staging), counts)
         | "FilesJson" >> beam.Map(json.dumps)
         | "Files" >> beam.io.WriteToText(str(work / "files" / "part"), ".jsonl")
     )

@@ -39,6 +39,10 @@ def _assign(bucket_rows, starts: dict):
         offset = _plus(offset, weight)
 
 
+def _assign_bucket(bucket_rows, starts: dict):
+    return bucket_rows[0], list(_assign(bucket_rows, starts))
+
+
 class OrderedOffsets(beam.PTransform):
     """`(key, weight, value)` -> `(key, offset, value)`, offset = total weight of smaller keys.
 
@@ -53,6 +57,9 @@ class OrderedOffsets(beam.PTransform):
     Args:
         bucket: Key -> bucket; monotone (a smaller key never has a later bucket). Buckets should
             be small enough to sort in one worker's memory.
+        per_bucket: Give the numbered rows as one element per bucket,
+            `(bucket, [(key, offset, value), ...])` in key order, for a step that handles a
+            bucket's rows together (writing them as one piece of an ordered file, say).
 
     Returns:
         `(offsets, total)`: the numbered rows and a one-element collection of the total weight.
@@ -63,12 +70,23 @@ class OrderedOffsets(beam.PTransform):
     ```
     """
 
-    def __init__(self, bucket: Callable[[tuple], Hashable], label: str | None = None):
+    def __init__(
+        self,
+        bucket: Callable[[tuple], Hashable],
+        per_bucket: bool = False,
+        label: str | None = None,
+    ):
         super().__init__(label)
         self._bucket = bucket
+        self._per_bucket = per_bucket
 
     def expand(self, rows):
         bucket = self._bucket
+        assign = (
+            functools.partial(beam.Map, _assign_bucket)
+            if self._per_bucket
+            else functools.partial(beam.FlatMap, _assign)
+        )
         keyed = rows | "Bucket" >> beam.Map(lambda row: (bucket(row[0]), row))
         starts = (
             keyed
@@ -80,7 +98,7 @@ class OrderedOffsets(beam.PTransform):
         offsets = (
             keyed
             | "Group" >> beam.GroupByKey()
-            | "Assign" >> beam.FlatMap(_assign, beam.pvalue.AsSingleton(starts))
+            | "Assign" >> assign(beam.pvalue.AsSingleton(starts))
         )
         total = starts | "Total" >> beam.Map(lambda s: s[None])
         return offsets, total

@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("apache_beam")
 
+from data_pipeline.beam import build as beam_build  # noqa: E402
 from data_pipeline.build import build, main  # noqa: E402
 from data_pipeline.dataset import DatasetDir  # noqa: E402
 from data_pipeline.errors import DataError  # noqa: E402
@@ -63,12 +64,22 @@ def assert_same_folders(a: pathlib.Path, b: pathlib.Path) -> None:
     assert (mismatch, errors) == ([], [])
 
 
-def test_generated_log_is_byte_identical_and_kcore_converges(tmp_path):
+def test_generated_log_is_byte_identical_and_kcore_converges(tmp_path, monkeypatch):
     folder = shop_log(tmp_path / "shop")
     assert one_kcore_pass_is_not_enough(folder, 5)
+    # Buckets of 8 users: shards are joined from many pieces.
+    monkeypatch.setattr(beam_build, "EXAMPLE_BUCKET", 3)
+    join_shard, pieces = beam_build.dataset.join_shard, {}
+
+    def counting_join(folder, split, shard, count, shard_pieces):
+        pieces[split, shard] = list(shard_pieces)
+        return join_shard(folder, split, shard, count, pieces[split, shard])
+
+    monkeypatch.setattr(beam_build.dataset, "join_shard", counting_join)
     build([[folder]], tmp_path / "local", shards=3)
     build([[folder]], tmp_path / "beam", shards=3, engine="beam")
     assert_same_folders(tmp_path / "local", tmp_path / "beam")
+    assert min(len(p) for (split, _), p in pieces.items() if split == "train") > 3
 
     # The result is a 5-core: every item and user left has at least 5 interactions.
     data = DatasetDir.open(tmp_path / "beam", verify=True)
@@ -215,6 +226,18 @@ def test_ordered_offsets_equal_a_running_sum_over_the_sorted_keys():
         )
         assert_that(offsets, equal_to(expected), label="offsets")
         assert_that(total, equal_to([running]), label="total")
+
+    # Per bucket: each bucket's rows together, in key order.
+    by_bucket = collections.defaultdict(list)
+    for key, offset, value in expected:
+        by_bucket[key[0] >> 3].append((key, offset, value))
+    with beam.Pipeline("FnApiRunner") as pipeline:
+        buckets, _ = (
+            pipeline
+            | beam.Create(rows)
+            | OrderedOffsets(lambda key: key[0] >> 3, per_bucket=True)
+        )
+        assert_that(buckets, equal_to(list(by_bucket.items())))
 
     # Tuple weights keep one running count per position (examples per split, say).
     pairs = [(key, (w, 2 * w + 1), value) for key, w, value in rows]
