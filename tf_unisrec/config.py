@@ -179,7 +179,7 @@ class TrainConfig:
     )
     eval_batch_size: int = option(4096, "histories per batch in full-ranking evaluation")
     eval_chunk_size: int = option(
-        65536,
+        8192,
         "items adapted and scored at once in full-ranking evaluation, with a running top-K: "
         "memory stays bounded by eval-batch-size x this, whatever the catalogue size",
     )

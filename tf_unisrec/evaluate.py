@@ -65,9 +65,8 @@ class Evaluator:
 
     def __call__(self, split: str) -> dict[str, float]:
         """Recall@K and NDCG@K of `split` ("valid" or "test"), keyed "recall@10", ..."""
-        items = self.model.item_vectors(chunk_size=self.chunk_size)[1:]
-        ids = tf.range(1, self.dataset.num_items + 1)
-        metrics = FullRankingMetrics(items, ids, ks=self.ks, chunk_size=self.chunk_size)
+        chunk = self.chunk_size or max(self.dataset.num_items, 1)
+        metrics = FullRankingMetrics(self.model.item_vector_chunks(chunk), ks=self.ks)
         examples = make_dataset(
             self.dataset, split, batch_size=self.batch_size, max_len=self.max_length
         )

@@ -1,9 +1,13 @@
 """Full-ranking metrics over a TFRS retrieval index: Recall@K and NDCG@K from one retrieval."""
 
-from collections.abc import Sequence
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+
+from tf_unisrec.layers.streaming_brute_force import StreamingBruteForce
 
 
 class FactorizedRanking(tfrs.metrics.Factorized):
@@ -67,38 +71,31 @@ class FactorizedRanking(tfrs.metrics.Factorized):
 class FullRankingMetrics:
     """Recall@K and NDCG@K over an exact index of the whole catalogue.
 
-    With `chunk_size`, candidates are scored `chunk_size` at a time with a running top-K (a
-    TFRS `Streaming` index), so memory stays bounded by `queries x chunk_size` scores whatever
-    the catalogue size; the results are the same as the `BruteForce` index's. A cut-off larger
-    than the catalogue ranks the whole catalogue.
+    The catalogue comes in pieces and goes into a `StreamingBruteForce` index, which scores
+    one piece at a time with a running top-K: memory holds `queries x piece` scores whatever
+    the catalogue size, and the results are `BruteForce`'s. A cut-off larger than the
+    catalogue ranks the whole catalogue.
 
     Args:
-        item_vectors: `[num_items, d]` candidate vectors (padding excluded).
-        item_ids: `[num_items]` identifiers of the candidates (e.g. item indices), in the order
-            ties are broken.
+        candidates: `(ids [n], vectors [n, d])` pieces of the catalogue (padding excluded), in
+            the order ties are broken; read once, so a generator's pieces are not all kept.
         ks: cut-offs.
-        chunk_size: candidates per scoring step; None scores the whole catalogue at once.
+
+    Example:
+    ```python
+    metrics = FullRankingMetrics(model.item_vector_chunks(65536), ks=(10, 50))
+    metrics.update_state(queries, true_ids)
+    metrics.result()  # {"recall@10": ..., "ndcg@10": ..., ...}
+    ```
     """
 
     def __init__(
-        self,
-        item_vectors: tf.Tensor,
-        item_ids: tf.Tensor,
-        ks: Sequence[int] = (10, 50),
-        chunk_size: int | None = None,
+        self, candidates: Iterable[tuple[tf.Tensor, tf.Tensor]], ks: Sequence[int] = (10, 50)
     ) -> None:
         self.ks = tuple(ks)
-        num_items = int(item_vectors.shape[0])
-        self._cutoff = {k: min(k, num_items) for k in self.ks}
-        cutoffs = tuple(sorted(set(self._cutoff.values())))
-        if chunk_size is None:
-            self.index = tfrs.layers.factorized_top_k.BruteForce(k=max(cutoffs))
-            self.index.index(item_vectors, identifiers=item_ids)
-        else:
-            self.index = tfrs.layers.factorized_top_k.Streaming(k=max(cutoffs))
-            candidates = tf.data.Dataset.from_tensor_slices((item_ids, item_vectors))
-            self.index.index_from_dataset(candidates.batch(chunk_size))
-        self.metrics = FactorizedRanking(self.index, ks=cutoffs)
+        self.index = StreamingBruteForce(k=max(self.ks)).index_pieces(candidates)
+        self._cutoff = {k: min(k, self.index.num_candidates) for k in self.ks}
+        self.metrics = FactorizedRanking(self.index, ks=tuple(sorted(set(self._cutoff.values()))))
 
     def update_state(self, queries: tf.Tensor, true_ids: tf.Tensor) -> None:
         self.metrics.update_state(queries, true_candidate_ids=true_ids)

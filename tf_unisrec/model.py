@@ -1,5 +1,6 @@
 """The UniSRec retrieval model: item tower + sequence encoder, objective in `compute_loss`."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -183,6 +184,17 @@ class UniSRec(tfrs.models.Model):
             for start in range(0, rows, chunk_size)
         ]
         return tf.concat(chunks, axis=0)
+
+    def item_vector_chunks(self, chunk_size: int) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
+        """`(ids [n], vectors [n, hidden])` of items 1..N as scored, `chunk_size` at a time.
+
+        The catalogue in pieces (eager, inference), made as they are read: no step holds more
+        than one piece of adaptor work, and the pieces are never joined into one table.
+        """
+        rows = self.item_tower.num_items + 1
+        for start in range(1, rows, chunk_size):
+            ids = tf.range(start, min(start + chunk_size, rows))
+            yield ids, self.score_space(self.item_tower(ids, training=False))
 
     def item_vectors(self, training: bool = False, chunk_size: int | None = None) -> tf.Tensor:
         """Vectors of all items `[num_items + 1, hidden]` as scored; row 0 is padding."""

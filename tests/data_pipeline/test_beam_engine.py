@@ -233,9 +233,7 @@ def test_ordered_offsets_equal_a_running_sum_over_the_sorted_keys():
         by_bucket[key[0] >> 3].append((key, offset, value))
     with beam.Pipeline("FnApiRunner") as pipeline:
         buckets, _ = (
-            pipeline
-            | beam.Create(rows)
-            | OrderedOffsets(lambda key: key[0] >> 3, per_bucket=True)
+            pipeline | beam.Create(rows) | OrderedOffsets(lambda key: key[0] >> 3, per_bucket=True)
         )
         assert_that(buckets, equal_to(list(by_bucket.items())))
 

@@ -6,6 +6,13 @@ import tensorflow_recommenders as tfrs
 from tf_unisrec.metrics import FullRankingMetrics
 
 
+def pieces(items, ids, size=None):
+    """The catalogue as `FullRankingMetrics` candidates, `size` items per piece (None: one)."""
+    items, ids = tf.constant(items), tf.constant(ids)
+    size = size or len(ids)
+    return [(ids[i : i + size], items[i : i + size]) for i in range(0, len(ids), size)]
+
+
 def numpy_metrics(queries, items, ids, targets, ks):
     """Rank = position in a stable sort by descending score (ties: lower index first)."""
     order = np.argsort(-(queries @ items.T), axis=1, kind="stable")
@@ -29,9 +36,7 @@ def test_recall_and_ndcg_match_numpy(ties, chunk_size):
         queries = rng.normal(size=(300, 4)).astype("float32")
     ids = np.arange(1, 41)
     targets = rng.integers(1, 41, size=300)
-    metrics = FullRankingMetrics(
-        tf.constant(items), tf.constant(ids), ks=(5, 20), chunk_size=chunk_size
-    )
+    metrics = FullRankingMetrics(pieces(items, ids, chunk_size), ks=(5, 20))
     for start in range(0, 300, 128):
         metrics.update_state(
             queries[start : start + 128], tf.constant(targets[start : start + 128])
@@ -43,7 +48,7 @@ def test_recall_and_ndcg_match_numpy(ties, chunk_size):
 
 def test_cutoff_beyond_catalogue_ranks_everything():
     items = np.eye(3, dtype="float32")
-    metrics = FullRankingMetrics(tf.constant(items), tf.constant([1, 2, 3]), ks=(2, 50))
+    metrics = FullRankingMetrics(pieces(items, [1, 2, 3]), ks=(2, 50))
     metrics.update_state(tf.constant([[0.0, 1.0, 1.0], [1.0, 0.5, 0.0]]), tf.constant([1, 1]))
     result = metrics.result()
     assert result["recall@50"] == 1.0
@@ -53,10 +58,10 @@ def test_cutoff_beyond_catalogue_ranks_everything():
 
 def test_recall_is_tfrs_factorized_top_k():
     rng = np.random.default_rng(3)
-    items = tf.constant(rng.normal(size=(50, 6)).astype("float32"))
+    items = rng.normal(size=(50, 6)).astype("float32")
     queries = tf.constant(rng.normal(size=(64, 6)).astype("float32"))
     targets = tf.constant(rng.integers(1, 51, size=64), tf.int32)
-    ours = FullRankingMetrics(items, tf.range(1, 51), ks=(5, 10), chunk_size=16)
+    ours = FullRankingMetrics(pieces(items, np.arange(1, 51), 16), ks=(5, 10))
     ours.update_state(queries, targets)
     index = tfrs.layers.factorized_top_k.BruteForce(k=10)
     index.index(items, identifiers=tf.range(1, 51))

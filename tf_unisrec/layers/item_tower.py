@@ -137,11 +137,11 @@ class ItemTower(tf.keras.layers.Layer):
         for name, array in (("text", features), ("word-drop", word_drop_features)):
             if array is not None and tuple(array.shape) != expected:
                 raise ValueError(f"{name} features have shape {array.shape}, expected {expected}")
-        self.text_table.assign(features)
+        _assign_rows(self.text_table, features)
         if self.word_drop:
             if word_drop_features is None:
                 raise ValueError("this tower augments with word drop: give word_drop_features")
-            self.word_drop_table.assign(word_drop_features)
+            _assign_rows(self.word_drop_table, word_drop_features)
         if self.whitening_init == "bert" or self.adaptor.whitening == "bert":
             self.start_whitening()
 
@@ -194,3 +194,15 @@ class ItemTower(tf.keras.layers.Layer):
             }
         )
         return config
+
+
+def _assign_rows(table: tf.Variable, values: np.ndarray, rows: int = 65536) -> None:
+    """`table.assign(values)` a block of rows at a time: no second whole copy in memory.
+
+    A row scatter updates the buffer in place; a sliced assign would read the variable back,
+    and the next write would copy the whole table.
+    """
+    for start in range(0, int(values.shape[0]), rows):
+        block = np.asarray(values[start : start + rows])
+        indices = tf.range(start, start + block.shape[0])
+        table.scatter_update(tf.IndexedSlices(block, indices))

@@ -1,0 +1,126 @@
+"""An exact top-K index over a catalogue held in pieces, for full-ranking evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+
+class StreamingBruteForce(tfrs.layers.factorized_top_k.TopK):
+    """Exact top-K retrieval over catalogue pieces, one piece scored at a time.
+
+    Like TFRS's `Streaming` index, memory holds one piece's `[queries, piece]` scores and a
+    running top-K, never a `[queries, catalogue]` matrix. Unlike it, most scores never go
+    through a top-K: each piece's scores are cut into blocks of `block_size`, and only the
+    blocks whose maximum beats the running K-th score are searched (a block outside the K
+    blocks with the largest maxima cannot hold a top-K score). After the first pieces that is
+    a few blocks per query, so a pass costs about one matrix product.
+
+    Results equal `BruteForce`'s, ties included: equal scores rank the earlier candidate
+    first, provided the pieces come in candidate order.
+
+    Args:
+        k: the default number of results.
+        block_size: scores per block.
+
+    Call arguments:
+        queries: `[batch, d]` query vectors.
+        k: how many results (default: the constructor's `k`).
+
+    Returns:
+        `(scores, identifiers)`, each `[batch, k]`, best first.
+
+    Example:
+    ```python
+    index = StreamingBruteForce(k=50)
+    index.index_pieces([(ids[:1000], vectors[:1000]), (ids[1000:], vectors[1000:])])
+    scores, top_ids = index(queries)
+    ```
+    """
+
+    def __init__(self, k: int = 10, block_size: int = 16, name: str | None = None) -> None:
+        super().__init__(k=k, name=name)
+        if block_size < 1:
+            raise ValueError(f"block_size must be positive, got {block_size}")
+        self._block_size = block_size
+        self._pieces: list[tuple[tf.Tensor, tf.Tensor]] = []
+
+    @property
+    def num_candidates(self) -> int:
+        return sum(int(ids.shape[0]) for ids, _ in self._pieces)
+
+    def index_pieces(self, pieces: Iterable[tuple[tf.Tensor, tf.Tensor]]) -> StreamingBruteForce:
+        """Indexes `(identifiers [n], candidates [n, d])` pieces, in tie-breaking order.
+
+        Candidates are kept transposed (`[d, n]`), the faster layout for the products; pieces
+        are read one at a time, so a generator's need not all be in memory twice.
+        """
+        self._pieces = []
+        for ids, vectors in pieces:
+            if int(tf.size(ids)) > 0:
+                self._pieces.append((tf.convert_to_tensor(ids), tf.transpose(vectors)))
+        if not self._pieces:
+            raise ValueError("no candidates to index")
+        return self
+
+    def index(
+        self, candidates: tf.Tensor, identifiers: tf.Tensor | None = None
+    ) -> StreamingBruteForce:
+        if identifiers is None:
+            identifiers = tf.range(tf.shape(candidates)[0])
+        return self.index_pieces([(identifiers, candidates)])
+
+    def call(self, queries: tf.Tensor, k: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        k = self._k if k is None else k
+        queries = tf.convert_to_tensor(queries)
+        best_scores = tf.zeros([tf.shape(queries)[0], 0], queries.dtype)
+        best_ids = tf.zeros([tf.shape(queries)[0], 0], self._pieces[0][0].dtype)
+        for ids, candidates in self._pieces:
+            scores = tf.linalg.matmul(queries, candidates)
+            # Only a score above the K-th kept one can enter; equal ones lose to earlier pieces.
+            floor = best_scores[:, -1] if best_scores.shape[1] == k else None
+            scores, positions = self._top_k_above(scores, k, floor)
+            best_scores = tf.concat([best_scores, scores], axis=1)
+            best_ids = tf.concat([best_ids, tf.gather(ids, positions)], axis=1)
+            best_scores, order = tf.math.top_k(best_scores, k=min(k, best_scores.shape[1]))
+            best_ids = tf.gather(best_ids, order, batch_dims=1)
+        return best_scores, best_ids
+
+    def _top_k_above(
+        self, scores: tf.Tensor, k: int, floor: tf.Tensor | None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Top-K of each row `(scores, columns)`; with `floor`, only those above it may be kept."""
+        width = int(scores.shape[1])
+        size = self._block_size
+        if width <= 2 * k * size:
+            return tf.math.top_k(scores, k=min(k, width))
+        blocks = -(-width // size)
+        padded = scores
+        if blocks * size > width:
+            padding = [[0, 0], [0, blocks * size - width]]
+            padded = tf.pad(scores, padding, constant_values=-float("inf"))
+        maxima = tf.reduce_max(tf.reshape(padded, [-1, blocks, size]), axis=2)
+        wanted = k
+        if floor is not None:
+            above = tf.reduce_sum(tf.cast(maxima > floor[:, None], tf.int32), axis=1)
+            wanted = min(k, int(tf.reduce_max(above)))
+            if wanted == 0:
+                empty = tf.zeros([tf.shape(scores)[0], 0], tf.int32)
+                return tf.zeros([tf.shape(scores)[0], 0], scores.dtype), empty
+        # The blocks searched, in column order so that ties still rank the earlier column first.
+        _, chosen = tf.math.top_k(maxima, k=wanted)
+        chosen = tf.sort(chosen, axis=1)
+        columns = chosen[:, :, None] * size + tf.range(size)[None, None, :]
+        columns = tf.reshape(columns, [-1, wanted * size])
+        values = tf.gather(padded, columns, batch_dims=1)
+        values, picked = tf.math.top_k(values, k=min(k, wanted * size))
+        # A padding column scores -inf and never outranks a kept score: any valid column will do.
+        return values, tf.minimum(tf.gather(columns, picked, batch_dims=1), width - 1)
+
+    def is_exact(self) -> bool:
+        return True
+
+    def get_config(self) -> dict:
+        return {"k": self._k, "block_size": self._block_size, "name": self.name}
