@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -78,46 +79,39 @@ class StreamingBruteForce(tfrs.layers.factorized_top_k.TopK):
         best_scores = tf.zeros([tf.shape(queries)[0], 0], queries.dtype)
         best_ids = tf.zeros([tf.shape(queries)[0], 0], self._pieces[0][0].dtype)
         for ids, candidates in self._pieces:
-            scores = tf.linalg.matmul(queries, candidates)
-            # Only a score above the K-th kept one can enter; equal ones lose to earlier pieces.
-            floor = best_scores[:, -1] if best_scores.shape[1] == k else None
-            scores, positions = self._top_k_above(scores, k, floor)
-            best_scores = tf.concat([best_scores, scores], axis=1)
-            best_ids = tf.concat([best_ids, tf.gather(ids, positions)], axis=1)
-            best_scores, order = tf.math.top_k(best_scores, k=min(k, best_scores.shape[1]))
-            best_ids = tf.gather(best_ids, order, batch_dims=1)
+            best_scores, best_ids = self._merge_piece(
+                queries, ids, candidates, best_scores, best_ids, k
+            )
         return best_scores, best_ids
 
-    def _top_k_above(
-        self, scores: tf.Tensor, k: int, floor: tf.Tensor | None
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Top-K of each row `(scores, columns)`; with `floor`, only those above it may be kept."""
-        width = int(scores.shape[1])
+    @tf.function(reduce_retracing=True)
+    def _merge_piece(self, queries, ids, candidates, best_scores, best_ids, k: int):
+        """The running top-K `(scores, ids)` after one more piece."""
         size = self._block_size
-        if width <= 2 * k * size:
-            return tf.math.top_k(scores, k=min(k, width))
-        blocks = -(-width // size)
-        padded = scores
-        if blocks * size > width:
-            padding = [[0, 0], [0, blocks * size - width]]
-            padded = tf.pad(scores, padding, constant_values=-float("inf"))
+        scores = tf.linalg.matmul(queries, candidates)
+        width = tf.shape(scores)[1]
+        blocks = (width + size - 1) // size
+        padded = tf.pad(scores, [[0, 0], [0, blocks * size - width]], constant_values=-np.inf)
         maxima = tf.reduce_max(tf.reshape(padded, [-1, blocks, size]), axis=2)
-        wanted = k
-        if floor is not None:
-            above = tf.reduce_sum(tf.cast(maxima > floor[:, None], tf.int32), axis=1)
-            wanted = min(k, int(tf.reduce_max(above)))
-            if wanted == 0:
-                empty = tf.zeros([tf.shape(scores)[0], 0], tf.int32)
-                return tf.zeros([tf.shape(scores)[0], 0], scores.dtype), empty
+        # Only a score above the K-th kept one can enter (equal ones lose to earlier pieces), and
+        # a block outside the K with the largest maxima cannot hold a top-K score.
+        full = tf.shape(best_scores)[1] >= k
+        floor = tf.where(full, tf.reduce_min(best_scores, axis=1), -np.inf)  # sorted: the K-th
+        above = tf.reduce_sum(tf.cast(maxima > floor[:, None], tf.int32), axis=1)
+        wanted = tf.minimum(k, tf.reduce_max(above))
         # The blocks searched, in column order so that ties still rank the earlier column first.
         _, chosen = tf.math.top_k(maxima, k=wanted)
         chosen = tf.sort(chosen, axis=1)
         columns = chosen[:, :, None] * size + tf.range(size)[None, None, :]
-        columns = tf.reshape(columns, [-1, wanted * size])
+        columns = tf.reshape(columns, [tf.shape(scores)[0], -1])
         values = tf.gather(padded, columns, batch_dims=1)
-        values, picked = tf.math.top_k(values, k=min(k, wanted * size))
+        values, picked = tf.math.top_k(values, k=tf.minimum(k, tf.minimum(wanted * size, width)))
         # A padding column scores -inf and never outranks a kept score: any valid column will do.
-        return values, tf.minimum(tf.gather(columns, picked, batch_dims=1), width - 1)
+        columns = tf.minimum(tf.gather(columns, picked, batch_dims=1), width - 1)
+        best_scores = tf.concat([best_scores, values], axis=1)
+        best_ids = tf.concat([best_ids, tf.gather(ids, columns)], axis=1)
+        best_scores, order = tf.math.top_k(best_scores, k=tf.minimum(k, tf.shape(best_scores)[1]))
+        return best_scores, tf.gather(best_ids, order, batch_dims=1)
 
     def is_exact(self) -> bool:
         return True
