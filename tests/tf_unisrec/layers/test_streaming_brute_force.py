@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+from round_trips import assert_config_round_trip
 
 from tf_unisrec.layers import StreamingBruteForce
 
@@ -75,3 +76,7 @@ def test_a_later_piece_enters_by_any_margin_and_loses_ties():
     index = StreamingBruteForce(k=6, block_size=4).index_pieces(pieces(vectors, ids, 100))
     _, found = index(tf.constant([[1.0]]))
     assert found.numpy().tolist() == [[99, 98, 97, 96, 170, 95]]
+
+
+def test_config_round_trip():
+    assert_config_round_trip(StreamingBruteForce(k=7, block_size=4, name="catalogue"))
