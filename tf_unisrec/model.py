@@ -176,14 +176,10 @@ class UniSRec(tfrs.models.Model):
         runs on that many items at a time, which bounds the adaptor's memory on large
         catalogues.
         """
-        rows = self.item_tower.num_items + 1
         if chunk_size is None:
-            return self.item_tower(tf.range(rows), training=training)
-        chunks = [
-            self.item_tower(tf.range(start, min(start + chunk_size, rows)), training=training)
-            for start in range(0, rows, chunk_size)
-        ]
-        return tf.concat(chunks, axis=0)
+            return self.item_tower(tf.range(self.item_tower.num_items + 1), training=training)
+        chunks = self._tower_chunks(0, chunk_size, training=training)
+        return tf.concat([inputs for _, inputs in chunks], axis=0)
 
     def item_vector_chunks(self, chunk_size: int) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
         """`(ids [n], vectors [n, hidden])` of items 1..N as scored, `chunk_size` at a time.
@@ -191,14 +187,20 @@ class UniSRec(tfrs.models.Model):
         The catalogue in pieces (eager, inference), made as they are read: no step holds more
         than one piece of adaptor work, and the pieces are never joined into one table.
         """
-        rows = self.item_tower.num_items + 1
-        for start in range(1, rows, chunk_size):
-            ids = tf.range(start, min(start + chunk_size, rows))
-            yield ids, self.score_space(self.item_tower(ids, training=False))
+        for ids, inputs in self._tower_chunks(1, chunk_size, training=False):
+            yield ids, self.score_space(inputs)
 
-    def item_vectors(self, training: bool = False, chunk_size: int | None = None) -> tf.Tensor:
+    def _tower_chunks(
+        self, first: int, chunk_size: int, training: bool
+    ) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
+        rows = self.item_tower.num_items + 1
+        for start in range(first, rows, chunk_size):
+            ids = tf.range(start, min(start + chunk_size, rows))
+            yield ids, self.item_tower(ids, training=training)
+
+    def item_vectors(self, training: bool = False) -> tf.Tensor:
         """Vectors of all items `[num_items + 1, hidden]` as scored; row 0 is padding."""
-        return self.score_space(self.item_inputs(training=training, chunk_size=chunk_size))
+        return self.score_space(self.item_inputs(training=training))
 
     def score_space(self, vectors: tf.Tensor) -> tf.Tensor:
         """Vectors as they are scored: L2-normalised for cosine scoring, as they are for dot."""

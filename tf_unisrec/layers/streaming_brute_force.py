@@ -74,6 +74,8 @@ class StreamingBruteForce(tfrs.layers.factorized_top_k.TopK):
         return self.index_pieces([(identifiers, candidates)])
 
     def call(self, queries: tf.Tensor, k: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        if not self._pieces:
+            raise ValueError("nothing indexed: call index_pieces() or index() first")
         k = self._k if k is None else k
         queries = tf.convert_to_tensor(queries)
         best_scores = tf.zeros([tf.shape(queries)[0], 0], queries.dtype)

@@ -64,6 +64,8 @@ def test_catalogue_smaller_than_k_returns_all_and_a_generator_is_read_once():
 def test_nothing_to_index_is_an_error():
     with pytest.raises(ValueError, match="no candidates"):
         StreamingBruteForce(k=5).index_pieces([])
+    with pytest.raises(ValueError, match="nothing indexed"):
+        StreamingBruteForce(k=5)(tf.ones([1, 3]))
 
 
 def test_a_later_piece_enters_by_any_margin_and_loses_ties():
