@@ -82,11 +82,6 @@ class OrderedOffsets(beam.PTransform):
 
     def expand(self, rows):
         bucket = self._bucket
-        assign = (
-            functools.partial(beam.Map, _assign_bucket)
-            if self._per_bucket
-            else functools.partial(beam.FlatMap, _assign)
-        )
         keyed = rows | "Bucket" >> beam.Map(lambda row: (bucket(row[0]), row))
         starts = (
             keyed
@@ -95,10 +90,8 @@ class OrderedOffsets(beam.PTransform):
             | "AllTotals" >> beam.combiners.ToList()
             | "Starts" >> beam.Map(_starts)
         )
-        offsets = (
-            keyed
-            | "Group" >> beam.GroupByKey()
-            | "Assign" >> assign(beam.pvalue.AsSingleton(starts))
-        )
+        side = beam.pvalue.AsSingleton(starts)
+        assign = beam.Map(_assign_bucket, side) if self._per_bucket else beam.FlatMap(_assign, side)
+        offsets = keyed | "Group" >> beam.GroupByKey() | "Assign" >> assign
         total = starts | "Total" >> beam.Map(lambda s: s[None])
         return offsets, total
