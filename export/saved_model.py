@@ -4,6 +4,7 @@
 
     python -m export.saved_model --run runs/sci --output models/unisrec [--version N]
         [--max-k 100] [--model-name unisrec] [--add-items ITEMS]
+        [--index exact|partitioned [--partitions P] [--partitions-to-search S]]
 
 writes
 
@@ -69,7 +70,13 @@ from export.contract import (
     WARMUP_FILE,
     Tensor,
 )
-from export.signatures import ITEM_CHUNK, UniSRecServingModule, write_item_ids_file
+from export.signatures import (
+    DEFAULT_INDEX,
+    INDEXES,
+    ITEM_CHUNK,
+    UniSRecServingModule,
+    write_item_ids_file,
+)
 from tf_unisrec.config import TrainConfig
 from tf_unisrec.model import UniSRec
 from tf_unisrec.run_dir import RunDir, RunError
@@ -96,6 +103,7 @@ class ExportResult:
     version: int
     models_config: str
     signatures: tuple[str, ...]
+    index: str
 
 
 def load_trained_model(run_dir: str | os.PathLike) -> tuple[TrainConfig, DatasetDir, UniSRec]:
@@ -269,12 +277,18 @@ def export_saved_model(
     max_k: int = DEFAULT_MAX_K,
     model_name: str = DEFAULT_MODEL_NAME,
     add_items: str | os.PathLike | None = None,
+    index: str = DEFAULT_INDEX,
+    num_partitions: int | None = None,
+    partitions_to_search: int | None = None,
 ) -> ExportResult:
     """Exports a run's best model to ``base_path/<version>`` (see the module docstring).
 
     Args:
         add_items: an item table of items to add to the run's catalogue (see
             `embed_new_items`); the previous versions are left as they are.
+        index: the catalogue index, one of ``INDEXES``; ``num_partitions`` and
+            ``partitions_to_search`` size a partitioned one (see
+            ``tf_unisrec.layers.PartitionedIndex``).
 
     Raises:
         FileExistsError: the version already exists.
@@ -317,6 +331,9 @@ def export_saved_model(
                 max_k=max_k,
                 text_encoder=text_encoder,
                 added_item_inputs=added_inputs,
+                index=index,
+                num_partitions=num_partitions,
+                partitions_to_search=partitions_to_search,
             )
             signatures = module.signatures()
             tf.saved_model.save(module, str(staging), signatures=signatures)
@@ -328,7 +345,19 @@ def export_saved_model(
         if reason is None:
             raise
         raise ExportError(out_of_space_message(base, final, models_config, reason)) from None
-    return ExportResult(final, version, models_config, tuple(sorted(signatures)))
+    return ExportResult(
+        final, version, models_config, tuple(sorted(signatures)), describe_index(module.index)
+    )
+
+
+def describe_index(index) -> str:
+    """The catalogue index in words, e.g. ``partitioned: 4000 partitions, 250 searched``."""
+    if index.is_exact():
+        return "exact"
+    return (
+        f"partitioned: {index.num_partitions} partitions, "
+        f"{index.partitions_to_search} searched per query"
+    )
 
 
 def out_of_space_message(base: str, final: str, models_config: str, reason: str) -> str:
@@ -372,6 +401,22 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model-name", default=DEFAULT_MODEL_NAME, help="model name in models.config"
     )
+    parser.add_argument(
+        "--index",
+        choices=INDEXES,
+        default=DEFAULT_INDEX,
+        help="catalogue index: exact scores every item per request; partitioned clusters the "
+        "catalogue and scores the partitions nearest the query (approximate, for catalogues "
+        "too big to scan per request)",
+    )
+    parser.add_argument(
+        "--partitions", type=int, help="partitions of a partitioned index (default 4 sqrt(items))"
+    )
+    parser.add_argument(
+        "--partitions-to-search",
+        type=int,
+        help="partitions a partitioned index searches per query (default partitions / 16)",
+    )
     return parser
 
 
@@ -385,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_k=args.max_k,
             model_name=args.model_name,
             add_items=args.add_items,
+            index=args.index,
+            num_partitions=args.partitions,
+            partitions_to_search=args.partitions_to_search,
         )
     except (
         DataError,
@@ -396,7 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {result.path} (signatures: {', '.join(result.signatures)})")
+    print(
+        f"wrote {result.path} (signatures: {', '.join(result.signatures)}; index: {result.index})"
+    )
     print(f"wrote {result.models_config}")
     return 0
 

@@ -1,7 +1,8 @@
 """The serving module of a trained UniSRec model: the SavedModel's signatures.
 
-:class:`UniSRecServingModule` freezes a model into lookup tables and an exact TFRS top-k index,
-and exports the signatures of :mod:`export.contract` (names, aliases, dtypes, shapes, defaults):
+:class:`UniSRecServingModule` freezes a model into lookup tables and a TFRS top-k index (exact
+brute force, or a partitioned one that searches part of a big catalogue), and exports the
+signatures of :mod:`export.contract` (names, aliases, dtypes, shapes, defaults):
 ``serving_default`` and ``encode_sequence`` answer histories of original item IDs,
 ``encode_items`` and ``recommend_from_texts`` answer item texts. ``encode_items`` needs valid
 UTF-8 (tokenization is in the graph); ``recommend_from_texts`` replaces invalid UTF-8 by U+FFFD.
@@ -52,7 +53,13 @@ from export.contract import (
     UNKNOWN_ITEMS,
     signatures_for,
 )
+from tf_unisrec.layers import PartitionedIndex
 from tf_unisrec.model import UniSRec
+
+# The catalogue index: "exact" scores every item; "partitioned" (inverted file) scores the
+# items of the partitions nearest the query, for catalogues too big to scan per request.
+INDEXES = ("exact", "partitioned")
+DEFAULT_INDEX = "exact"
 
 # Items adapted at once when the catalogue is frozen: bounds memory on large catalogues.
 ITEM_CHUNK = 65536
@@ -80,6 +87,9 @@ class UniSRecServingModule(tf.Module):
         added_item_inputs: ``[M, H]`` item-tower outputs of items the model was not trained
             on, appended to the catalogue after its own items (``item_ids`` and ``item_texts``
             then hold them too).
+        index: one of ``INDEXES``.
+        num_partitions: partitions of a ``"partitioned"`` index (default: its own).
+        partitions_to_search: partitions it searches per query (default: its own).
     """
 
     def __init__(
@@ -92,6 +102,9 @@ class UniSRecServingModule(tf.Module):
         max_k: int,
         text_encoder: tf.Module | None = None,
         added_item_inputs: tf.Tensor | None = None,
+        index: str = DEFAULT_INDEX,
+        num_partitions: int | None = None,
+        partitions_to_search: int | None = None,
     ) -> None:
         super().__init__(name="unisrec_serving")
         tower = model.item_tower
@@ -104,6 +117,8 @@ class UniSRecServingModule(tf.Module):
             )
         if max_k < 1:
             raise ValueError(f"max_k must be positive, got {max_k}")
+        if index not in INDEXES:
+            raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
         if tower.uses_text and text_encoder is None:
             raise ValueError(f"a {tower.mode!r} model needs its text encoder")
         self.uses_text = tower.uses_text
@@ -118,7 +133,15 @@ class UniSRecServingModule(tf.Module):
         self.item_texts = tf.Variable(
             tf.constant(list(item_texts), tf.string), trainable=False, name="item_texts"
         )
-        self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.k_limit, name="catalogue")
+        if index == "exact":
+            self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.k_limit, name="catalogue")
+        else:
+            self.index = PartitionedIndex(
+                k=self.k_limit,
+                num_partitions=num_partitions,
+                partitions_to_search=partitions_to_search,
+                name="catalogue",
+            )
         self.cosine = model.scoring == "cosine"
         self.index.index(
             self._score_space(inputs[1:]),

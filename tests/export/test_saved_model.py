@@ -280,3 +280,47 @@ def test_id_only_model_exports_the_signatures_without_text(tmp_path) -> None:
     expected = sorted(s.name for s in signatures_for(uses_text=False))
     assert list(result.signatures) == expected == ["encode_sequence", "serving_default"]
     assert sorted(tf.saved_model.load(result.path).signatures) == expected
+
+
+def test_partitioned_index_answers_with_true_items_and_scores(export, trained, tmp_path, capsys):
+    _, info, model = trained
+    run_dir = unisrec_factory.run_dir_of(export)
+    ids = [str(i) for i in info.item_ids]
+    history = [[ids[1], ids[2], ids[3], ""], ids[4:8], ["gone", "", "", ""]]
+    everywhere = export_saved_model(
+        run_dir, tmp_path / "all" / "unisrec", max_k=12, index="partitioned",
+        num_partitions=6, partitions_to_search=6,
+    )  # fmt: skip
+    assert everywhere.index == "partitioned: 6 partitions, 6 searched per query"
+    assert main([
+        "--run", str(run_dir), "--output", str(tmp_path / "one" / "unisrec"),
+        "--max-k", "12", "--index", "partitioned", "--partitions", "6",
+        "--partitions-to-search", "1",
+    ]) == 0  # fmt: skip
+    assert "index: partitioned: 6 partitions, 1 searched per query" in capsys.readouterr().out
+    for exclude in (False, True):
+        expected_ids, expected_scores = unisrec_factory.expected_top_k(
+            model, info, history, 7, exclude
+        )
+        for base, searched in ((everywhere.path, 6), (tmp_path / "one" / "unisrec" / "1", 1)):
+            loaded = tf.saved_model.load(str(base))
+            out = loaded.signatures[SERVING_DEFAULT](
+                history=tf.constant(history), k=tf.constant(7), exclude_history=tf.constant(exclude)
+            )
+            got_ids = out["item_ids"].numpy().astype(str)
+            got_scores = out["scores"].numpy()
+            assert got_ids[2].tolist() == [""] * 7  # no known item: an empty row, as exact
+            if searched == 6:  # every partition searched: the exact answer
+                np.testing.assert_array_equal(got_ids, expected_ids.astype(str))
+                np.testing.assert_allclose(got_scores, expected_scores, atol=1e-5)
+                continue
+            for row in range(2):  # one partition searched, filled up to k: true items and scores
+                known = [ids.index(i) for i in history[row] if i]
+                scores = model.scores(tf.constant([known]), tf.constant([len(known)]))[0].numpy()
+                assert len(set(got_ids[row])) == 7 and "" not in got_ids[row]
+                np.testing.assert_allclose(
+                    got_scores[row], scores[[ids.index(i) for i in got_ids[row]]], atol=1e-5
+                )
+                assert np.all(np.diff(got_scores[row]) <= 0)
+                if exclude:
+                    assert not set(got_ids[row]) & set(history[row])
