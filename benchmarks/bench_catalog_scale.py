@@ -1,7 +1,7 @@
 """Catalogue scale: what a training step, an evaluation pass and a served request cost.
 
     python benchmarks/bench_catalog_scale.py [--sizes 4385 100000 1000000]
-        [--parts train eval serve] [--work benchmarks/work/catalog] [--report]
+        [--parts train eval serve serve-partitioned] [--work benchmarks/work/catalog] [--report]
 
 Synthetic catalogues of the given sizes with 384-d text vectors (random, the size of MiniLM's)
 and Scientific-like histories (lengths drawn from Scientific's training histories, items by a
@@ -13,7 +13,11 @@ peak memory (`ru_maxrss`) is its own; a process the kernel kills for memory is r
   over the whole catalogue) and `--negatives sampled --num-negatives 1024`;
 - eval: a full-ranking pass over 10,000 users (`tf_unisrec.evaluate.Evaluator`, chunked);
 - serve: the SavedModel's size, and gRPC `serving_default` p50/p99 at concurrency 1 and 8
-  through `python -m export.serve`.
+  through `python -m export.serve`;
+- serve-partitioned: the same with `--index partitioned` (default partitions), and the recall
+  of its top 10 against the exact top 10 of the same requests. Random text vectors have no
+  cluster structure, the worst case for a partitioned index; `bench_index.py` measures it on
+  a real catalogue.
 
 Finished measurements are kept in WORK/measurements.json and reused (`--report` only
 tabulates them). Prints a table and writes benchmarks/results/catalog_scale.json.
@@ -43,6 +47,7 @@ NEGATIVES = 1024
 EVAL_USERS = 10_000
 TIMED_STEPS = 5
 WARMUP_STEPS = 2
+PARTS = ("train", "eval", "serve", "serve-partitioned")
 SCIENTIFIC = REPO.parent / "shared" / "data" / "Scientific" / "Scientific.train.inter"
 
 
@@ -192,7 +197,7 @@ def measure_eval(num_items: int, work: pathlib.Path) -> dict:
     return {"seconds_per_10k_users": time.perf_counter() - start, "recall@10": metrics["recall@10"]}
 
 
-def measure_serve(num_items: int, work: pathlib.Path) -> dict:
+def measure_serve(num_items: int, work: pathlib.Path, index: str = "exact") -> dict:
     import tensorflow as tf
     from bench_serving import run_load
 
@@ -210,9 +215,12 @@ def measure_serve(num_items: int, work: pathlib.Path) -> dict:
         settings = config(data=str(data), output=str(run.path))
         run.write_config(settings)
         run.best_manager(build_model(settings, DatasetDir.open(data))).save(checkpoint_number=1)
-    base = work / f"serving-{num_items}" / "unisrec"
+    name = "serving" if index == "exact" else f"serving-{index}"
+    base = work / f"{name}-{num_items}" / "unisrec"
     if not (base / "1" / "saved_model.pb").is_file():
-        export_saved_model(run.path, base, version=1)
+        start = time.perf_counter()
+        export_saved_model(run.path, base, version=1, index=index)
+        (base.parent / "export_seconds").write_text(f"{time.perf_counter() - start:.1f}")
     size = sum(p.stat().st_size for p in (base / "1").rglob("*") if p.is_file())
     server = ModelServerProcess.create(
         "export.serve", str(base), "unisrec", str(work / f"server-{num_items}.log")
@@ -227,9 +235,41 @@ def measure_serve(num_items: int, work: pathlib.Path) -> dict:
                         for h in histories]  # fmt: skip
             run_load(client, requests, 1, 20)  # warm up
             load = {f"c{c}": run_load(client, requests, c, 200) for c in (1, 8)}
+            answers = [client.predict({HISTORY.alias: np.array([h], dtype=object)})
+                       for h in histories] if index != "exact" else []  # fmt: skip
     finally:
         server.stop()
-    return {"export_gb": size / 2**30, **load}
+    result = {"export_gb": size / 2**30, **load}
+    seconds = base.parent / "export_seconds"
+    if seconds.is_file():
+        result["export_s"] = float(seconds.read_text())
+    if answers:
+        result.update(recall_against_exact(base / "1", histories, answers))
+    return result
+
+
+def recall_against_exact(export: pathlib.Path, histories: list, answers: list) -> dict:
+    """Recall@10 of served answers against the exact top 10 over the index's own vectors."""
+    import tensorflow as tf
+
+    from export.contract import HISTORY, ITEM_IDS, SEQUENCE_VECTORS
+
+    model = tf.saved_model.load(str(export))
+    encode = model.signatures["encode_sequence"]
+    queries = np.concatenate([
+        encode(**{HISTORY.alias: tf.constant([h])})[SEQUENCE_VECTORS.alias].numpy()
+        for h in histories
+    ])  # fmt: skip
+    candidates = model.index._candidates.numpy()
+    identifiers = model.index._identifiers.numpy()
+    hits = []
+    for query, answer in zip(queries, answers, strict=True):
+        exact = identifiers[np.argsort(-(candidates @ query), kind="stable")[:10]]
+        hits.append(len(set(exact) & set(answer.outputs[ITEM_IDS.alias][0])) / 10)
+    return {
+        "recall_at_10_vs_exact": float(np.mean(hits)),
+        "partitions": int(model.index._centroids.shape[0]),
+    }
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -239,8 +279,10 @@ def measure(args: argparse.Namespace) -> None:
         result = measure_train(args.size, args.negatives)
     elif args.measure == "eval":
         result = measure_eval(args.size, work)
-    else:
+    elif args.measure == "serve":
         result = measure_serve(args.size, work)
+    else:
+        result = measure_serve(args.size, work, index="partitioned")
     print(json.dumps({**result, "peak_gb": peak_gb()}))
 
 
@@ -263,10 +305,10 @@ def run_measurement(work: pathlib.Path, part: str, size: int, negatives: str = "
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[4385, 100_000, 1_000_000])
-    parser.add_argument("--parts", nargs="+", default=["train", "eval", "serve"])
+    parser.add_argument("--parts", nargs="+", default=list(PARTS))
     parser.add_argument("--work", default=str(REPO / "benchmarks" / "work" / "catalog"))
     parser.add_argument("--report", action="store_true", help="tabulate kept measurements only")
-    parser.add_argument("--measure", choices=("train", "eval", "serve"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--negatives", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -279,7 +321,7 @@ def main() -> None:
     kept_path = work / "measurements.json"
     kept = json.loads(kept_path.read_text()) if kept_path.is_file() else {}
     plan = [("train", n, mode) for n in args.sizes for mode in ("full", "sampled")]
-    plan += [(part, n, "") for part in ("eval", "serve") for n in args.sizes]
+    plan += [(part, n, "") for part in PARTS[1:] for n in args.sizes]
     for part, size, mode in plan:
         key = f"{part}/{size}" + (f"/{mode}" if mode else "")
         if part not in args.parts or key in kept or args.report:
@@ -315,6 +357,20 @@ def main() -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    partitioned = [
+        [f"{n:,}", str(m.get("partitions", "-")), format(m["recall_at_10_vs_exact"], ".3f"),
+         format(m["export_s"], ".0f") if "export_s" in m else "-", format(m["export_gb"], ".2f"),
+         *(format(m[c][q], ".1f") for c in ("c1", "c8") for q in ("p50_ms", "p99_ms"))]
+        for n in args.sizes
+        if "recall_at_10_vs_exact" in (m := kept.get(f"serve-partitioned/{n}", {}))
+    ]  # fmt: skip
+    if partitioned:
+        header = ["items", "partitions", "recall@10 vs exact", "export s", "export GB",
+                  "p50 c1 ms", "p99 c1 ms", "p50 c8 ms", "p99 c8 ms"]  # fmt: skip
+        widths = [max(len(r[i]) for r in [header, *partitioned]) for i in range(len(header))]
+        print("\n--index partitioned (searching 1/16 of the partitions)")
+        for row in [header, *partitioned]:
+            print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     out = REPO / "benchmarks" / "results" / "catalog_scale.json"
     summary = {"cpus": os.cpu_count(), "batch": BATCH, "num_negatives": NEGATIVES,
                "measurements": kept}  # fmt: skip

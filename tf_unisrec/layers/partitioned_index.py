@@ -82,7 +82,8 @@ class PartitionedIndex(tfrs.layers.factorized_top_k.TopK):
     scores the partition centroids, searches the `partitions_to_search` best partitions
     exhaustively (and more, in centroid order, until they hold at least K candidates), and
     returns the top K of the candidates searched with their exact scores. A query reads about
-    `partitions_to_search / num_partitions` of the catalogue instead of all of it.
+    `partitions_to_search / num_partitions` of the catalogue instead of all of it; a batch
+    reads the partitions any of its queries searches, in one matrix product.
 
     Every result is a true candidate with its true score; what can be missed is a candidate in
     a partition that was not searched, so the recall against `BruteForce` is measured, not
@@ -210,25 +211,21 @@ class PartitionedIndex(tfrs.layers.factorized_top_k.TopK):
         taken = (tf.range(self.num_partitions)[None, :] < self._searched) | (
             held < tf.cast(k, held.dtype)
         )
-        partitions = tf.ragged.boolean_mask(nearest, taken)
-        starts = tf.gather(self._offsets, partitions.flat_values)
-        limits = tf.gather(self._offsets, partitions.flat_values + 1)
-        # Rows of the candidates searched, per query: [batch, (candidates)].
-        rows = tf.RaggedTensor.from_row_splits(
-            tf.ragged.range(starts, limits).flat_values,
-            tf.gather(
-                tf.concat([[0], tf.cumsum(limits - starts)], axis=0),
-                partitions.row_splits,
-            ),
+        # The partitions any query of the batch searches, scored for the whole batch in one
+        # product over contiguous rows; a query keeps the scores of its own partitions only.
+        wanted = tf.gather(taken, tf.argsort(nearest, axis=1), batch_dims=1)  # [batch, P]
+        union = tf.where(tf.reduce_any(wanted, axis=0))[:, 0]
+        starts = tf.gather(self._offsets, union)
+        limits = tf.gather(self._offsets, union + 1)
+        rows = tf.ragged.range(starts, limits)
+        scores = tf.linalg.matmul(
+            queries, tf.gather(self._candidates, rows.flat_values), transpose_b=True
         )
-        owner = rows.value_rowids()
-        scores = tf.reduce_sum(
-            tf.gather(self._candidates, rows.flat_values) * tf.gather(queries, owner), axis=1
-        )
-        scores = tf.RaggedTensor.from_row_splits(scores, rows.row_splits).to_tensor(-np.inf)
+        own = tf.gather(wanted, tf.gather(union, rows.value_rowids()), axis=1)
+        scores = tf.where(own, scores, tf.constant(-np.inf, scores.dtype))
         # Ties rank the earlier row (in partition order) first, as top_k does.
         top = tf.math.top_k(scores, k=k)
-        picked = tf.gather(rows.to_tensor(default_value=0), top.indices, batch_dims=1)
+        picked = tf.gather(rows.flat_values, top.indices)
         return top.values, tf.gather(self._identifiers, picked)
 
     def is_exact(self) -> bool:

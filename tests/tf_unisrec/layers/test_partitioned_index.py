@@ -67,6 +67,22 @@ def test_searches_the_partition_nearest_the_query():
     assert np.all(labels[found.numpy() - 1] == nearest_cluster[:, None])
 
 
+def test_a_query_gets_the_same_answer_alone_and_in_a_batch():
+    rng = np.random.default_rng(8)
+    vectors = rng.normal(size=(2000, 12)).astype("float32")
+    queries = tf.constant(rng.normal(size=(30, 12)).astype("float32"))
+    index = PartitionedIndex(k=10, num_partitions=40, partitions_to_search=2)
+    index.index(tf.constant(vectors))
+    scores, found = index(queries)
+    for row in range(30):
+        alone_scores, alone = index(queries[row : row + 1])
+        np.testing.assert_array_equal(alone.numpy()[0], found.numpy()[row])
+        np.testing.assert_allclose(alone_scores.numpy()[0], scores.numpy()[row], rtol=1e-5)
+    # Searching 2 partitions of 40 misses some of the exact answers on unclustered vectors.
+    _, exact = brute_force(vectors, np.arange(2000), queries.numpy(), 10)
+    assert not np.array_equal(np.sort(found.numpy(), 1), np.sort(exact.numpy(), 1))
+
+
 def test_scores_are_exact_and_results_fill_k_from_small_partitions():
     rng = np.random.default_rng(4)
     vectors = rng.normal(size=(200, 8)).astype("float32")
