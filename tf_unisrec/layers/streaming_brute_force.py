@@ -107,13 +107,14 @@ class StreamingBruteForce(tfrs.layers.factorized_top_k.TopK):
         columns = chosen[:, :, None] * size + tf.range(size)[None, None, :]
         columns = tf.reshape(columns, [tf.shape(scores)[0], -1])
         values = tf.gather(padded, columns, batch_dims=1)
-        values, picked = tf.math.top_k(values, k=tf.minimum(k, tf.minimum(wanted * size, width)))
-        # A padding column scores -inf and never outranks a kept score: any valid column will do.
-        columns = tf.minimum(tf.gather(columns, picked, batch_dims=1), width - 1)
-        best_scores = tf.concat([best_scores, values], axis=1)
-        best_ids = tf.concat([best_ids, tf.gather(ids, columns)], axis=1)
-        best_scores, order = tf.math.top_k(best_scores, k=tf.minimum(k, tf.shape(best_scores)[1]))
-        return best_scores, tf.gather(best_ids, order, batch_dims=1)
+        # One top-K over the kept results and the searched columns: kept ones come first, so
+        # they win ties against this piece, and the columns are in order among themselves.
+        # A padding column scores -inf and never outranks a real one: any valid column will do.
+        ids = tf.gather(ids, tf.minimum(columns, width - 1))
+        merged = tf.concat([best_scores, values], axis=1)
+        seen = tf.shape(best_scores)[1] + width  # at most this many real scores to keep
+        best_scores, order = tf.math.top_k(merged, k=tf.minimum(k, seen))
+        return best_scores, tf.gather(tf.concat([best_ids, ids], axis=1), order, batch_dims=1)
 
     def is_exact(self) -> bool:
         return True

@@ -45,7 +45,8 @@ def test_equals_tfrs_brute_force_ties_included(piece, block, k, ties):
     assert index.num_candidates == 5000
 
 
-def test_catalogue_smaller_than_k_returns_all_and_a_generator_is_read_once():
+@pytest.mark.parametrize("block", [1, 16])  # 16: every piece is one padded block
+def test_catalogue_smaller_than_k_returns_all_and_a_generator_is_read_once(block):
     vectors = tf.constant(np.eye(3, dtype="float32"))
     read = []
 
@@ -54,7 +55,7 @@ def test_catalogue_smaller_than_k_returns_all_and_a_generator_is_read_once():
             read.append(i)
             yield tf.constant([i + 1]), vectors[i : i + 1]
 
-    index = StreamingBruteForce(k=10, block_size=1).index_pieces(generate())
+    index = StreamingBruteForce(k=10, block_size=block).index_pieces(generate())
     scores, found = index(tf.constant([[0.0, 2.0, 1.0]]))
     assert read == [0, 1, 2]
     assert found.numpy().tolist() == [[2, 3, 1]]
