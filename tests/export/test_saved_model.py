@@ -17,6 +17,7 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from export.client import ServingClient
 from export.contract import DEFAULT_K, SERVING_DEFAULT, SIGNATURES, WARMUP_FILE, signatures_for
 from export.saved_model import (
     MODELS_CONFIG,
@@ -25,6 +26,7 @@ from export.saved_model import (
     main,
     next_version,
 )
+from export.serve import ModelServer, read_model_config_file
 
 RELOAD_SCRIPT = textwrap.dedent(
     """
@@ -324,3 +326,19 @@ def test_partitioned_index_answers_with_true_items_and_scores(export, trained, t
                 assert np.all(np.diff(got_scores[row]) <= 0)
                 if exclude:
                     assert not set(got_ids[row]) & set(history[row])
+
+    # The partitioned version served over gRPC by export.serve answers as the SavedModel does.
+    server = ModelServer(
+        read_model_config_file(str(tmp_path / "one" / MODELS_CONFIG)), port=0, poll_wait_seconds=0
+    ).start()
+    try:
+        with ServingClient(server.address, "unisrec", timeout=60.0) as client:
+            client.wait_until_ready(timeout=60.0)
+            served = client.predict({"history": np.array(history, dtype=object), "k": np.int32(7)})
+    finally:
+        server.stop(grace=1.0)
+    direct = tf.saved_model.load(str(tmp_path / "one" / "unisrec" / "1")).signatures[
+        SERVING_DEFAULT
+    ](history=tf.constant(history), k=tf.constant(7), exclude_history=tf.constant(False))
+    np.testing.assert_array_equal(served.outputs["item_ids"], direct["item_ids"].numpy())
+    np.testing.assert_allclose(served.outputs["scores"], direct["scores"].numpy(), rtol=1e-6)
