@@ -12,8 +12,8 @@ peak memory (`ru_maxrss`) is its own; a process the kernel kills for memory is r
 - train: seconds per training step and peak memory, `--negatives full` (the paper's softmax
   over the whole catalogue) and `--negatives sampled --num-negatives 1024`;
 - eval: a full-ranking pass over 10,000 users (`tf_unisrec.evaluate.Evaluator`, chunked);
-- serve: the SavedModel's size, and gRPC `serving_default` p50/p99 at concurrency 1 and 8
-  through `python -m export.serve`;
+- serve: the SavedModel's size, the server's resident memory after the load, and gRPC
+  `serving_default` p50/p99 at concurrency 1 and 8 through `python -m export.serve`;
 - serve-partitioned: the same with `--index partitioned` (default partitions), and the recall
   of its top 10 against the exact top 10 of the same requests. Random text vectors have no
   cluster structure, the worst case for a partitioned index; `bench_index.py` measures it on
@@ -235,11 +235,12 @@ def measure_serve(num_items: int, work: pathlib.Path, index: str = "exact") -> d
                         for h in histories]  # fmt: skip
             run_load(client, requests, 1, 20)  # warm up
             load = {f"c{c}": run_load(client, requests, c, 200) for c in (1, 8)}
+            server_gb = server.resident_bytes() / 2**30
             answers = [client.predict({HISTORY.alias: np.array([h], dtype=object)})
                        for h in histories] if index != "exact" else []  # fmt: skip
     finally:
         server.stop()
-    result = {"export_gb": size / 2**30, **load}
+    result = {"export_gb": size / 2**30, "server_gb": server_gb, **load}
     seconds = base.parent / "export_seconds"
     if seconds.is_file():
         result["export_s"] = float(seconds.read_text())
@@ -338,7 +339,8 @@ def main() -> None:
         return format(value[field], fmt) if field in value else "-"
 
     header = ["items", "step full s", "GB", "step sampled s", "GB", "eval 10k s", "GB",
-              "export GB", "p50 c1 ms", "p99 c1 ms", "p50 c8 ms", "p99 c8 ms"]  # fmt: skip
+              "export GB", "server GB", "p50 c1 ms", "p99 c1 ms",
+              "p50 c8 ms", "p99 c8 ms"]  # fmt: skip
     rows = []
     for n in args.sizes:
         serve = kept.get(f"serve/{n}", {})
@@ -351,6 +353,7 @@ def main() -> None:
             cell(f"eval/{n}", "seconds_per_10k_users", ".1f"),
             cell(f"eval/{n}", "peak_gb", ".1f"),
             cell(f"serve/{n}", "export_gb", ".2f"),
+            cell(f"serve/{n}", "server_gb", ".2f"),
             *(format(serve[c][q], ".1f") if c in serve else "-"
               for c in ("c1", "c8") for q in ("p50_ms", "p99_ms")),
         ])  # fmt: skip
@@ -360,13 +363,14 @@ def main() -> None:
     partitioned = [
         [f"{n:,}", str(m.get("partitions", "-")), format(m["recall_at_10_vs_exact"], ".3f"),
          format(m["export_s"], ".0f") if "export_s" in m else "-", format(m["export_gb"], ".2f"),
+         format(m["server_gb"], ".2f") if "server_gb" in m else "-",
          *(format(m[c][q], ".1f") for c in ("c1", "c8") for q in ("p50_ms", "p99_ms"))]
         for n in args.sizes
         if "recall_at_10_vs_exact" in (m := kept.get(f"serve-partitioned/{n}", {}))
     ]  # fmt: skip
     if partitioned:
         header = ["items", "partitions", "recall@10 vs exact", "export s", "export GB",
-                  "p50 c1 ms", "p99 c1 ms", "p50 c8 ms", "p99 c8 ms"]  # fmt: skip
+                  "server GB", "p50 c1 ms", "p99 c1 ms", "p50 c8 ms", "p99 c8 ms"]  # fmt: skip
         widths = [max(len(r[i]) for r in [header, *partitioned]) for i in range(len(header))]
         print("\n--index partitioned (searching 1/16 of the partitions)")
         for row in [header, *partitioned]:
