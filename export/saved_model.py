@@ -300,6 +300,8 @@ def export_saved_model(
         raise ValueError(f"--max-k must be positive, got {max_k}")
     if version is not None and version < 1:
         raise ValueError(f"--version must be a positive integer, got {version}")
+    if index != "partitioned" and (num_partitions or partitions_to_search):
+        raise ValueError("--partitions and --partitions-to-search apply to --index partitioned")
     base = os.path.abspath(os.fspath(base_path))
     version = next_version(base) if version is None else version
     final = os.path.join(base, str(version))

@@ -236,6 +236,14 @@ def test_next_version_and_refusal_to_overwrite(export, tmp_path, capsys) -> None
     assert sorted(os.listdir(base)) == ["1"]
 
 
+def test_partition_options_need_a_partitioned_index(export, tmp_path, capsys) -> None:
+    run_dir = str(unisrec_factory.run_dir_of(export))
+    out = str(tmp_path / "unisrec")
+    assert main(["--run", run_dir, "--output", out, "--partitions", "4"]) == 2
+    assert "apply to --index partitioned" in capsys.readouterr().err
+    assert not (tmp_path / "unisrec").exists()
+
+
 def test_default_k_is_in_signature_def(export) -> None:
     from export.serve import read_meta_graph
 
