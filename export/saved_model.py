@@ -78,6 +78,7 @@ from export.signatures import (
     write_item_ids_file,
 )
 from tf_unisrec.config import TrainConfig
+from tf_unisrec.layers.partitioned_index import PARTITIONS_PER_SQRT_ITEMS, SEARCH_FRACTION
 from tf_unisrec.model import UniSRec
 from tf_unisrec.run_dir import RunDir, RunError
 
@@ -302,6 +303,13 @@ def export_saved_model(
         raise ValueError(f"--version must be a positive integer, got {version}")
     if index != "partitioned" and (num_partitions or partitions_to_search):
         raise ValueError("--partitions and --partitions-to-search apply to --index partitioned")
+    partition_flags = {
+        "--partitions": num_partitions,
+        "--partitions-to-search": partitions_to_search,
+    }
+    for flag, value in partition_flags.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be positive, got {value}")
     base = os.path.abspath(os.fspath(base_path))
     version = next_version(base) if version is None else version
     final = os.path.join(base, str(version))
@@ -412,12 +420,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "too big to scan per request)",
     )
     parser.add_argument(
-        "--partitions", type=int, help="partitions of a partitioned index (default 4 sqrt(items))"
+        "--partitions",
+        type=int,
+        help=f"partitions of a partitioned index (default {PARTITIONS_PER_SQRT_ITEMS} sqrt(items))",
     )
     parser.add_argument(
         "--partitions-to-search",
         type=int,
-        help="partitions a partitioned index searches per query (default partitions / 16)",
+        help="partitions a partitioned index searches per query "
+        f"(default partitions / {SEARCH_FRACTION})",
     )
     return parser
 

@@ -236,11 +236,19 @@ def test_next_version_and_refusal_to_overwrite(export, tmp_path, capsys) -> None
     assert sorted(os.listdir(base)) == ["1"]
 
 
-def test_partition_options_need_a_partitioned_index(export, tmp_path, capsys) -> None:
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--partitions", "4"], "apply to --index partitioned"),
+        (["--index", "partitioned", "--partitions", "0"], "--partitions must be positive"),
+        (["--index", "partitioned", "--partitions-to-search", "-1"], "must be positive"),
+    ],
+)
+def test_bad_partition_options_are_clear_errors(export, tmp_path, capsys, flags, message) -> None:
     run_dir = str(unisrec_factory.run_dir_of(export))
     out = str(tmp_path / "unisrec")
-    assert main(["--run", run_dir, "--output", out, "--partitions", "4"]) == 2
-    assert "apply to --index partitioned" in capsys.readouterr().err
+    assert main(["--run", run_dir, "--output", out, *flags]) == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "unisrec").exists()
 
 

@@ -8,6 +8,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+# Defaults of `PartitionedIndex`: partitions per square root of the catalogue, the share of them
+# a query searches (1 in SEARCH_FRACTION), and k-means training vectors per partition.
+PARTITIONS_PER_SQRT_ITEMS = 4
+SEARCH_FRACTION = 16
+KMEANS_SAMPLES_PER_PARTITION = 64
+
 
 def spherical_kmeans(
     vectors: np.ndarray | tf.Tensor,
@@ -155,13 +161,18 @@ class PartitionedIndex(tfrs.layers.factorized_top_k.TopK):
                 f"expected candidates [n > 0, d] and identifiers [n], got {candidates.shape} "
                 f"and {identifiers.shape}"
             )
-        partitions = min(count, self._num_partitions or max(1, round(4 * math.sqrt(count))))
-        searched = min(partitions, self._partitions_to_search or max(1, partitions // 16))
+        partitions = min(
+            count,
+            self._num_partitions or max(1, round(PARTITIONS_PER_SQRT_ITEMS * math.sqrt(count))),
+        )
+        searched = min(
+            partitions, self._partitions_to_search or max(1, partitions // SEARCH_FRACTION)
+        )
         centroids = spherical_kmeans(
             candidates,
             partitions,
             iterations=self._iterations,
-            sample_size=self._sample_size or 64 * partitions,
+            sample_size=self._sample_size or KMEANS_SAMPLES_PER_PARTITION * partitions,
             seed=self._seed,
         )
         assignment = _nearest_centroid(tf.math.l2_normalize(candidates, axis=-1), centroids)
