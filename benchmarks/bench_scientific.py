@@ -16,7 +16,8 @@ Office2014 + Games at `--pretrain-batch-size` (default 2048, as the official run
 gives its own rows (`inductive-pt7` fine-tunes from epoch 7). A longer pre-training resumes
 the existing one. `--pretrain-only` stops after pre-training. `inductive-sampled` and
 `transductive-sampled` train from scratch with 1,024 sampled negatives per step instead of the
-full softmax.
+full softmax; run beside `inductive` or `transductive`, each gets a line with its relative change
+against that full-softmax row (on the means over seeds).
 """
 
 from __future__ import annotations
@@ -166,12 +167,14 @@ def main() -> None:
             finished[name, seed] = train(run.path, *flags)
 
     results: dict[str, dict] = {}
+    exact_means: dict[str, np.ndarray] = {}
     for name in names:
         seeds = [seed for seed in args.seeds if (name, seed) in finished]
         if not seeds:
             continue
         per_seed = [finished[name, seed] for seed in seeds]
         values = np.array([[m["test"][k] for k in METRICS] for m in per_seed])
+        exact_means[name] = values.mean(0)
         results[name] = {
             "seeds": seeds,
             "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
@@ -185,6 +188,13 @@ def main() -> None:
             "seconds_per_epoch": [m["seconds_per_epoch"] for m in per_seed],
             "eval_seconds": [m["eval_seconds"] for m in per_seed],
         }
+        full = name.removesuffix("-sampled")
+        if name in SAMPLED and full in exact_means:
+            # Sampled negatives against the full softmax, relative, on the means over seeds.
+            change = exact_means[name] / exact_means[full] - 1
+            results[name]["against_full"] = dict(
+                zip(METRICS, change.round(4).tolist(), strict=True)
+            )
 
     header = f"{'model':<40}" + "".join(f"{k:>17}" for k in METRICS) + f"{'ex/s':>9}"
     print(header)
@@ -198,8 +208,14 @@ def main() -> None:
             print(
                 f"{'official code: ' + name:<40}" + "".join(f"{v:>17.4f}" for v in OFFICIAL[name])
             )
+        if "against_full" in r:
+            print(
+                f"{'  against ' + name.removesuffix('-sampled'):<40}"
+                + "".join(f"{v:>+16.1%} " for v in r["against_full"].values())
+            )
+        shown = list(results)
         last_of_stage = not any(
-            stage_of(n) == stage_of(name) for n in names[names.index(name) + 1 :]
+            stage_of(n) == stage_of(name) for n in shown[shown.index(name) + 1 :]
         )
         if stage_of(name) in PAPER and last_of_stage:
             label, paper = PAPER[stage_of(name)]
