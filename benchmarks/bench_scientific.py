@@ -17,7 +17,7 @@ gives its own rows (`inductive-pt7` fine-tunes from epoch 7). A longer pre-train
 the existing one. `--pretrain-only` stops after pre-training. `inductive-sampled` and
 `transductive-sampled` train from scratch with 1,024 sampled negatives per step instead of the
 full softmax; run beside `inductive` or `transductive`, each gets a line with its relative change
-against that full-softmax row (on the means over seeds).
+against that full-softmax row (on the means over the seeds both have).
 """
 
 from __future__ import annotations
@@ -167,14 +167,12 @@ def main() -> None:
             finished[name, seed] = train(run.path, *flags)
 
     results: dict[str, dict] = {}
-    exact_means: dict[str, np.ndarray] = {}
     for name in names:
         seeds = [seed for seed in args.seeds if (name, seed) in finished]
         if not seeds:
             continue
         per_seed = [finished[name, seed] for seed in seeds]
         values = np.array([[m["test"][k] for k in METRICS] for m in per_seed])
-        exact_means[name] = values.mean(0)
         results[name] = {
             "seeds": seeds,
             "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
@@ -189,12 +187,18 @@ def main() -> None:
             "eval_seconds": [m["eval_seconds"] for m in per_seed],
         }
         full = name.removesuffix("-sampled")
-        if name in SAMPLED and full in exact_means:
-            # Sampled negatives against the full softmax, relative, on the means over seeds.
-            change = exact_means[name] / exact_means[full] - 1
-            results[name]["against_full"] = dict(
-                zip(METRICS, change.round(4).tolist(), strict=True)
+        common = [seed for seed in seeds if (full, seed) in finished]
+        if name in SAMPLED and common:
+            # Sampled negatives against the full softmax, relative, on means over shared seeds.
+            sampled, exact = (
+                np.array([[finished[run, seed]["test"][k] for k in METRICS] for seed in common])
+                for run in (name, full)
             )
+            change = sampled.mean(0) / exact.mean(0) - 1
+            results[name]["against_full"] = {
+                "seeds": common,
+                **dict(zip(METRICS, change.round(4).tolist(), strict=True)),
+            }
 
     header = f"{'model':<40}" + "".join(f"{k:>17}" for k in METRICS) + f"{'ex/s':>9}"
     print(header)
@@ -211,7 +215,8 @@ def main() -> None:
         if "against_full" in r:
             print(
                 f"{'  against ' + name.removesuffix('-sampled'):<40}"
-                + "".join(f"{v:>+16.1%} " for v in r["against_full"].values())
+                + "".join(f"{r['against_full'][k]:>+16.1%} " for k in METRICS)
+                + f"  seeds {r['against_full']['seeds']}"
             )
         shown = list(results)
         last_of_stage = not any(
