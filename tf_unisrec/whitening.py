@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+_CHUNK_ROWS = 65536
+
 
 def bert_whitening(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """`(mu, W)` such that `(x - mu) W` has zero mean and identity covariance on `k` dimensions.
@@ -19,14 +21,20 @@ def bert_whitening(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     Returns:
         `mu` float32 `[d]` and `W` float32 `[d, k]`.
     """
-    features = np.asarray(features, np.float64)
+    features = np.asarray(features)
     n, d = features.shape
     if not 0 < k <= d:
         raise ValueError(f"BERT-whitening keeps 1 to {d} dimensions of {d}-d vectors, not {k}")
     if n < 2:
         raise ValueError("BERT-whitening needs at least two vectors")
-    mu = features.mean(axis=0)
-    sigma = np.cov(features - mu, rowvar=False)
+    # Float64 sums over row chunks: a million-item table is never copied whole.
+    chunks = [features[start : start + _CHUNK_ROWS] for start in range(0, n, _CHUNK_ROWS)]
+    mu = sum(chunk.sum(axis=0, dtype=np.float64) for chunk in chunks) / n
+    scatter = np.zeros((d, d))
+    for chunk in chunks:
+        centred = chunk.astype(np.float64) - mu
+        scatter += centred.T @ centred
+    sigma = scatter / (n - 1)
     u, lam, _ = np.linalg.svd(sigma)
     if lam[k - 1] <= 1e-12 * lam[0]:
         raise ValueError(f"the vectors span fewer than {k} dimensions: cannot whiten to {k}")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from model_factory import tiny_model
 
+from tf_unisrec import whitening
 from tf_unisrec.layers import MoEAdaptor
 from tf_unisrec.whitening import bert_whitening, random_rotations
 
@@ -23,6 +24,15 @@ def test_output_has_zero_mean_and_identity_covariance():
     # Algorithm 1: W = (U sqrt(Lambda^-1))[:, :k], the directions of largest variance first.
     u, lam, _ = np.linalg.svd(np.cov(x, rowvar=False))
     np.testing.assert_allclose(np.abs(w), np.abs(u[:, :7] / np.sqrt(lam[:7])), rtol=1e-3)
+
+
+def test_chunked_sums_equal_one_pass(monkeypatch):
+    x = correlated(n=1000)
+    whole = bert_whitening(x, k=7)
+    monkeypatch.setattr(whitening, "_CHUNK_ROWS", 96)  # 11 chunks, the last one short
+    chunked = bert_whitening(x, k=7)
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_k_and_degenerate_vectors_are_errors():
