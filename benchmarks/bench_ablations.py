@@ -2,12 +2,14 @@
 
     python benchmarks/bench_ablations.py [--seeds 2020] [--work benchmarks/work]
         [--pretrain-epochs 2] [--pretrain-batch-size 2048] [--stage transductive]
+        [--variants no-whitening ...] [--output benchmarks/results/ablations.json]
 
 Every variant pre-trains on Office2014 + Games with its own switches (2 epochs at batch 2048 by
 default), then fine-tunes on Scientific (parameter-efficient, `--init`) from that epoch. The full
 model and "w/o pre-training" are bench_scientific.py's `{stage}-pt2` and `{stage}` runs, shared
 with it. Finished runs are reused. Prints test NDCG@10 and Recall@10 per variant (mean ± std
 over the seeds), writes benchmarks/results/ablations.json and the bar chart ablations.png.
+`--variants` trains and reports only those (by slug), so two processes can share the work.
 """
 
 from __future__ import annotations
@@ -49,11 +51,21 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--pretrain-batch-size", type=int, default=2048)
     parser.add_argument("--stage", default="transductive", choices=("inductive", "transductive"))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=[slug(name) for name in VARIANTS],
+        help="only these variants (default: all)",
+    )
+    parser.add_argument(
+        "--output", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "ablations.json"
+    )
     args = parser.parse_args()
+    chosen = {n: f for n, f in VARIANTS.items() if not args.variants or slug(n) in args.variants}
 
     scientific = dataset(args.work, "scientific", [SHARED / "Scientific"], args.pooling)
     results, pretraining = {}, {}
-    for name, flags in VARIANTS.items():
+    for name, flags in chosen.items():
         if flags is None:
             init, run = [], args.stage
         else:
@@ -88,7 +100,7 @@ def main() -> None:
     for name, r in results.items():
         cells = "".join(f"{r['mean'][k]:>10.4f} ±{r['std'][k]:.4f}" for k in METRICS)
         print(f"{name:<20}{cells}")
-    out = REPO / "benchmarks" / "results" / "ablations.json"
+    out = args.output
     summary = {
         "stage": args.stage,
         "seeds": args.seeds,
