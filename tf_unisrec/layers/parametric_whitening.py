@@ -62,10 +62,13 @@ class ParametricWhitening(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        outputs = self._dropout_layer(inputs, training=training)
+        outputs = tf.linalg.matmul(self._dropout_layer(inputs, training=training), self.kernel)
         if self.center:
-            outputs -= self.bias
-        return tf.linalg.matmul(outputs, self.kernel)
+            # (x - b) W as x W - b W: the same value, and b's gradient becomes (sum of the
+            # output gradients) W^T, so backprop no longer forms the [n, input_dim] gradient
+            # of the inputs (a product as large as the forward one).
+            outputs -= tf.linalg.matvec(self.kernel, self.bias, transpose_a=True)
+        return outputs
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -15,6 +15,22 @@ def test_matches_formula():
     np.testing.assert_allclose(layer(x, training=False), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_gradients_match_formula():
+    # The layer computes x W - b W; the gradients are those of (x - b) W.
+    layer = ParametricWhitening(output_dim=5, dropout=0.0)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(6, 8)).astype("float32")
+    upstream = rng.normal(size=(6, 5)).astype("float32")
+    layer(x)
+    layer.bias.assign(rng.normal(size=8))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, training=True) * upstream)
+    d_kernel, d_bias = tape.gradient(loss, [layer.kernel, layer.bias])
+    kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
+    np.testing.assert_allclose(d_kernel, (x - bias).T @ upstream, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_bias, -(upstream @ kernel.T).sum(0), rtol=1e-5, atol=1e-6)
+
+
 def test_dropout_only_in_training():
     layer = ParametricWhitening(output_dim=4, dropout=0.5)
     x = tf.ones([64, 16])
