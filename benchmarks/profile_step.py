@@ -26,7 +26,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import tf_unisrec  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from tf_unisrec.run_dir import RunDir  # noqa: E402
+from data_pipeline.errors import DataError  # noqa: E402
+from tf_unisrec.run_dir import RunDir, RunError  # noqa: E402
 from tf_unisrec.train import Trainer, make_strategy  # noqa: E402
 
 
@@ -60,11 +61,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="steps before profiling")
     parser.add_argument("--top", type=int, default=15, help="op types listed")
     args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 0 or args.top < 1:
+        parser.error("--steps and --top must be at least 1, --warmup at least 0")
+    try:
+        run_config = RunDir(args.run).read_config()
+    except RunError as error:
+        parser.error(str(error))
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as scratch:
-        config = dataclasses.replace(RunDir(args.run).read_config(), output=f"{scratch}/run")
-        trainer = Trainer(config, make_strategy(config), resume=False)
+        config = dataclasses.replace(run_config, output=f"{scratch}/run")
+        try:
+            trainer = Trainer(config, make_strategy(config), resume=False)
+        except DataError as error:
+            parser.error(f"the run's data: {error}")
         dataset = trainer.strategy.experimental_distribute_dataset(trainer.train_dataset(0))
         batches = iter(dataset)
         for _ in range(args.warmup):
