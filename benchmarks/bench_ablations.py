@@ -15,11 +15,12 @@ over the seeds), writes benchmarks/results/ablations.json and the bar chart abla
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 
 import numpy as np
 from bench_scientific import SHARED, dataset, pretrain, pretrain_record, train
+
+from data_pipeline.fileio import atomic_write_json
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 METRICS = ("ndcg@10", "recall@10")
@@ -107,7 +108,7 @@ def main() -> None:
         "pretraining": pretraining,
         "results": results,
     }
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out, summary)
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 

@@ -38,6 +38,9 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from data_pipeline.fileio import atomic_write_json  # noqa: E402
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -328,8 +331,6 @@ def main() -> None:
         if part not in args.parts or key in kept or args.report:
             continue
         kept[key] = run_measurement(work, part, size, mode)
-        from data_pipeline.fileio import atomic_write_json
-
         atomic_write_json(kept_path, kept)
 
     def cell(key: str, field: str, fmt: str) -> str:
@@ -378,7 +379,7 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / "catalog_scale.json"
     summary = {"cpus": os.cpu_count(), "batch": BATCH, "num_negatives": NEGATIVES,
                "measurements": kept}  # fmt: skip
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out, summary)
     print(f"wrote {out}")
 
 

@@ -9,7 +9,6 @@ train split at batch 2048, with and without augmentation.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -21,6 +20,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_pipeline.build import build  # noqa: E402
+from data_pipeline.fileio import atomic_write_json  # noqa: E402
 from data_pipeline.reader import make_dataset  # noqa: E402
 
 BUILD_TARGET_S = 30.0
@@ -96,7 +96,7 @@ def main() -> None:
             "batch_size": 2048,
             "cpus": os.cpu_count(),
         }
-        (results / "data_pipeline.json").write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_json(results / "data_pipeline.json", record)
 
 
 if __name__ == "__main__":

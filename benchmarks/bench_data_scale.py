@@ -32,6 +32,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_pipeline.dataset import read_manifest  # noqa: E402
+from data_pipeline.fileio import atomic_write_json  # noqa: E402
 from export.server_process import process_tree_resident_bytes  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "data_scale.json"
@@ -142,9 +143,7 @@ def main() -> None:
             print(f"building {events:,} events with {engine} ...", flush=True)
             done[key] = measure(log, args.work / f"out-{events}-{engine}", engine)
             shutil.rmtree(args.work / f"out-{events}-{engine}", ignore_errors=True)
-            tmp = store.with_suffix(".tmp")
-            tmp.write_text(json.dumps(done, indent=1))
-            tmp.replace(store)
+            atomic_write_json(store, done)
 
     rows = []
     header = ("events", "engine", "wall s", "events/s", "peak GB", "identical to local")
@@ -172,7 +171,7 @@ def main() -> None:
             f"{r['peak_rss_gb']} | {r['identical_to_local']}"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": f"{os.cpu_count()} cores", "rows": rows}, indent=1))
+    atomic_write_json(RESULTS, {"machine": f"{os.cpu_count()} cores", "rows": rows})
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from data_pipeline.fileio import atomic_write_json  # noqa: E402
+
 ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -618,7 +620,7 @@ def main() -> None:
             print(f"{results[name]['command']}: {len(rows)} SIGKILLs over "
                   f"{results[name]['uninterrupted_s']:.1f} s; reruns with the reference result: "
                   f"{sum(r['rerun_same_result'] for r in rows)}/{len(rows)}")  # fmt: skip
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_json(out, results)
     print(f"wrote {out}")
 
 

@@ -13,7 +13,6 @@ query. Prints a table and writes benchmarks/results/index.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pathlib
@@ -24,6 +23,9 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from data_pipeline.fileio import atomic_write_json  # noqa: E402
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -118,7 +120,7 @@ def main() -> None:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     out = REPO / "benchmarks" / "results" / "index.json"
     summary = {"run": str(args.run), "items": info.num_items, "users": len(targets), "rows": rows}
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out, summary)
     print(f"wrote {out}")
 
 

@@ -23,7 +23,6 @@ against that full-softmax row (on the means over the seeds both have).
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from data_pipeline.fileio import atomic_write_json  # noqa: E402
 from tf_unisrec.run_dir import RunDir  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -229,7 +229,7 @@ def main() -> None:
     summary: dict = {"pooling": args.pooling, "runs": results}
     if any("-pt" in name for name in results):
         summary["pretrain"] = pretrain_record(pretrained)
-    args.output.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(args.output, summary)
     curves = {name: f"{name}-s{r['seeds'][0]}" for name, r in results.items()}
     plot = plot_validation(args.work / "runs", curves, args.output)
     print(f"wrote {args.output} and {plot}")

@@ -13,7 +13,6 @@ and writes benchmarks/results/text_encoder.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -25,6 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from data_pipeline.encode_text import encode_texts  # noqa: E402
+from data_pipeline.fileio import atomic_write_json  # noqa: E402
 from data_pipeline.text.encoder import TextEncoder  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "tensorflow": tf.__version__,
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(RESULTS, result)
     print(f"wrote {RESULTS}")
 
 

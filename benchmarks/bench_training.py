@@ -13,7 +13,6 @@ benchmarks/results/training.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import subprocess
@@ -25,6 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import tf_unisrec  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from data_pipeline.fileio import atomic_write_json  # noqa: E402
 from tf_unisrec.config import TrainConfig  # noqa: E402
 from tf_unisrec.train import Trainer, make_strategy, make_train_step  # noqa: E402
 
@@ -123,7 +123,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     out = REPO / "benchmarks" / "results" / "training.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out, result)
     print(f"wrote {out}")
 
 

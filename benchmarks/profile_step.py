@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import json
 import pathlib
 import sys
 import tempfile
@@ -27,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import tf_unisrec  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from data_pipeline.errors import DataError  # noqa: E402
+from data_pipeline.fileio import atomic_write_json  # noqa: E402
 from tf_unisrec.run_dir import RunDir, RunError  # noqa: E402
 from tf_unisrec.train import Trainer, make_strategy  # noqa: E402
 
@@ -110,7 +110,7 @@ def main() -> None:
         "op_seconds_per_step": total / args.steps,
         "ops": rows,
     }
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out, summary)
     print(f"wrote {out}")
 
 
