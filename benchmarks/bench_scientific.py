@@ -6,9 +6,10 @@
 
 Runs `python -m tf_unisrec.train` with the official hyperparameters for each requested run and
 seed, seed by seed (a finished run is reused, an interrupted one resumes; `--report` only
-tabulates the finished ones), then prints test Recall/NDCG@10/50 as mean +- std over seeds next
-to the official code's converged results on the same features and the paper's Table 2, and
-writes benchmarks/results/scientific.json and the validation curves scientific_valid_ndcg.png.
+tabulates the finished ones), then prints test Recall/NDCG@10/50 as mean +- std over seeds in a
+Markdown table, next to the official code's converged results on the same features and the
+paper's Table 2, and writes benchmarks/results/scientific.json and the validation curves
+scientific_valid_ndcg.png.
 
 Runs ending in `-pt` fine-tune (parameter-efficient) from one multi-domain pre-training on
 Office2014 + Games at `--pretrain-batch-size` (default 2048, as the official run), trained for
@@ -37,10 +38,16 @@ from tf_unisrec.run_dir import RunDir  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+STAGE_LABELS = {
+    "sasrec": "SASRec (IDs only)",
+    "inductive": "UniSRec inductive (text only)",
+    "transductive": "UniSRec transductive (text + ID)",
+}
+# Table 2 of the paper: bert-base features, pre-trained 300 epochs on five Amazon domains.
 PAPER = {
-    "sasrec": ("SASRec (IDs only)", (0.1080, 0.0553, 0.2042, 0.0760)),
-    "inductive": ("UniSRec text only (inductive)", (0.1188, 0.0641, 0.2394, 0.0903)),
-    "transductive": ("UniSRec text + ID (transductive)", (0.1235, 0.0634, 0.2473, 0.0904)),
+    "sasrec": ("SASRec", (0.1080, 0.0553, 0.2042, 0.0760)),
+    "inductive": ("UniSRec inductive", (0.1188, 0.0641, 0.2394, 0.0903)),
+    "transductive": ("UniSRec transductive", (0.1235, 0.0634, 0.2473, 0.0904)),
 }
 # The official PyTorch code (RecBole 1.2.1, UniSRec at 05aa5cb) run to convergence on the same
 # MiniLM mean-pooled features, batch 2048, one seed (../shared/GUIDE.md).
@@ -200,31 +207,7 @@ def main() -> None:
                 **dict(zip(METRICS, change.round(4).tolist(), strict=True)),
             }
 
-    header = f"{'model':<40}" + "".join(f"{k:>17}" for k in METRICS) + f"{'ex/s':>9}"
-    print(header)
-    print("-" * len(header))
-    for name, r in results.items():
-        cells = "".join(f"{r['mean'][k]:>10.4f} ±{r['std'][k]:.4f}" for k in METRICS)
-        speed = np.mean(r["train_examples_per_second"])
-        label = f"ours: {name} ({len(r['seeds'])} seed{'s' if len(r['seeds']) > 1 else ''})"
-        print(f"{label:<40}{cells}{speed:>9.0f}")
-        if name in OFFICIAL:
-            print(
-                f"{'official code: ' + name:<40}" + "".join(f"{v:>17.4f}" for v in OFFICIAL[name])
-            )
-        if "against_full" in r:
-            print(
-                f"{'  against ' + name.removesuffix('-sampled'):<40}"
-                + "".join(f"{r['against_full'][k]:>+16.1%} " for k in METRICS)
-                + f"  seeds {r['against_full']['seeds']}"
-            )
-        shown = list(results)
-        last_of_stage = not any(
-            stage_of(n) == stage_of(name) for n in shown[shown.index(name) + 1 :]
-        )
-        if stage_of(name) in PAPER and last_of_stage:
-            label, paper = PAPER[stage_of(name)]
-            print(f"{'paper: ' + label:<40}" + "".join(f"{v:>17.4f}" for v in paper))
+    print(markdown_table(results))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     summary: dict = {"pooling": args.pooling, "runs": results}
     if any("-pt" in name for name in results):
@@ -233,6 +216,52 @@ def main() -> None:
     curves = {name: f"{name}-s{r['seeds'][0]}" for name, r in results.items()}
     plot = plot_validation(args.work / "runs", curves, args.output)
     print(f"wrote {args.output} and {plot}")
+
+
+def describe(name: str, short: bool = False) -> str:
+    """`inductive-pt7` -> `UniSRec inductive (text only), pre-trained 7 epochs`."""
+    stage = stage_of(name)
+    label = STAGE_LABELS[stage].split(" (")[0] if short else STAGE_LABELS[stage]
+    if "-pt" in name:
+        label += f", pre-trained {name.split('-pt')[1]} epochs"
+    elif stage != "sasrec":
+        label += ", from scratch"
+    if name.endswith("-sampled"):
+        label += ", 1,024 sampled negatives"
+    return label
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    """Ours (mean ± std over seeds) beside the official code's run and the paper, as Markdown."""
+
+    def row(label: str, cells: list[str], seeds: str) -> str:
+        return f"| {label} | " + " | ".join(cells) + f" | {seeds} |"
+
+    lines = [
+        row("model", ["Recall@10", "NDCG@10", "Recall@50", "NDCG@50"], "seeds"),
+        row("---", ["---"] * len(METRICS), "---"),
+    ]
+    names = list(results)
+    for i, name in enumerate(names):
+        r = results[name]
+        spread = len(r["seeds"]) > 1
+        cells = [
+            f"{r['mean'][k]:.4f}" + (f" ± {r['std'][k]:.4f}" if spread else "") for k in METRICS
+        ]
+        lines.append(row(f"ours: {describe(name)}", cells, str(len(r["seeds"]))))
+        if name in OFFICIAL:
+            cells = [f"{v:.4f}" for v in OFFICIAL[name]]
+            lines.append(row(f"official code: {describe(name, short=True)}", cells, "1"))
+        if "against_full" in r:
+            cells = [f"{r['against_full'][k]:+.1%}" for k in METRICS]
+            lines.append(
+                row("sampled against full", cells, f"{len(r['against_full']['seeds'])} shared")
+            )
+        last_of_stage = all(stage_of(n) != stage_of(name) for n in names[i + 1 :])
+        if stage_of(name) in PAPER and last_of_stage:
+            label, paper = PAPER[stage_of(name)]
+            lines.append(row(f"paper: {label}", [f"{v:.4f}" for v in paper], ""))
+    return "\n".join(lines)
 
 
 def plot_validation(
