@@ -8,7 +8,8 @@ Every variant pre-trains on Office2014 + Games with its own switches (2 epochs a
 default), then fine-tunes on Scientific (parameter-efficient, `--init`) from that epoch. The full
 model and "w/o pre-training" are bench_scientific.py's `{stage}-pt2` and `{stage}` runs, shared
 with it. Finished runs are reused. Prints test NDCG@10 and Recall@10 per variant (mean ± std
-over the seeds), writes benchmarks/results/ablations.json and the bar chart ablations.png.
+over the seeds) as a Markdown table, writes benchmarks/results/ablations.json and the bar chart
+ablations.png.
 `--variants` trains and reports only those (by slug), so two processes can share the work.
 """
 
@@ -97,10 +98,14 @@ def main() -> None:
             "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
         }
 
-    print(f"{'variant':<20}" + "".join(f"{k:>17}" for k in METRICS))
+    seeds = " ".join(map(str, args.seeds))
+    print(f"| variant ({args.stage}, seeds {seeds}) | NDCG@10 | Recall@10 | pre-training s/epoch |")
+    print("| --- | --- | --- | --- |")
     for name, r in results.items():
-        cells = "".join(f"{r['mean'][k]:>10.4f} ±{r['std'][k]:.4f}" for k in METRICS)
-        print(f"{name:<20}{cells}")
+        cells = [f"{r['mean'][k]:.4f}" + (f" ± {r['std'][k]:.4f}" if len(args.seeds) > 1 else "")
+                 for k in METRICS]  # fmt: skip
+        speed = pretraining[name]["seconds_per_epoch"] if name in pretraining else None
+        print(f"| {name} | " + " | ".join(cells) + f" | {'' if speed is None else round(speed)} |")
     out = args.output
     summary = {
         "stage": args.stage,
