@@ -18,7 +18,8 @@ gives its own rows (`inductive-pt7` fine-tunes from epoch 7). A longer pre-train
 the existing one. `--pretrain-only` stops after pre-training. `inductive-sampled` and
 `transductive-sampled` train from scratch with 1,024 sampled negatives per step instead of the
 full softmax; run beside `inductive` or `transductive`, each gets a line with its relative change
-against that full-softmax row (on the means over the seeds both have).
+against that full-softmax row (on the means over the seeds both have). `sasrec-cosine` is SASRec
+trained with UniSRec's loss (`--scoring cosine`) instead of RecBole's.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ RUNS = ("sasrec", "inductive", "inductive-pt", "transductive", "transductive-pt"
 # From scratch with sampled negatives instead of the full softmax (the catalogue-scale setting).
 SAMPLED = ("inductive-sampled", "transductive-sampled")
 SAMPLED_FLAGS = ("--negatives", "sampled", "--num-negatives", "1024")
+# SASRec trained with UniSRec's loss (cosine scores at temperature 0.07) instead of RecBole's.
+COSINE = ("sasrec-cosine",)
+COSINE_FLAGS = ("--scoring", "cosine")
 
 
 def python(*args: str) -> None:
@@ -122,12 +126,12 @@ def run_names(runs: list[str], from_epochs: list[int]) -> list[str]:
 
 
 def stage_of(run: str) -> str:
-    return run.split("-pt")[0].removesuffix("-sampled")
+    return run.split("-pt")[0].removesuffix("-sampled").removesuffix("-cosine")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS + SAMPLED)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS + SAMPLED + COSINE)
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     parser.add_argument("--work", type=pathlib.Path, default=REPO / "benchmarks" / "work")
     parser.add_argument("--pooling", default="mean", choices=("cls", "mean"))
@@ -171,6 +175,8 @@ def main() -> None:
                 flags += ["--init", str(pretrained / "best" / f"ckpt-{name.split('-pt')[1]}")]
             if name.endswith("-sampled"):
                 flags += SAMPLED_FLAGS
+            if name in COSINE:
+                flags += COSINE_FLAGS
             finished[name, seed] = train(run.path, *flags)
 
     results: dict[str, dict] = {}
@@ -228,6 +234,8 @@ def describe(name: str, short: bool = False) -> str:
         label += ", from scratch"
     if name.endswith("-sampled"):
         label += ", 1,024 sampled negatives"
+    if name in COSINE:
+        label += ", UniSRec's loss (cosine scores, temperature 0.07)"
     return label
 
 
