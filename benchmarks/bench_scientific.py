@@ -1,7 +1,7 @@
 """Scientific (the paper's exact split): SASRec and UniSRec beside the official code and the paper.
 
     python benchmarks/bench_scientific.py [--runs sasrec inductive ...] [--seeds 2020 2021 2022]
-        [--work benchmarks/work] [--pooling mean] [--pretrain-epochs 7] [--from-epochs 2 7]
+        [--work benchmarks/work] [--pooling mean] [--pretrain-epochs 14] [--from-epochs 2 7 14]
         [--pretrain-only] [--report]
 
 Runs `python -m tf_unisrec.train` with the official hyperparameters for each requested run and
@@ -13,7 +13,7 @@ scientific_valid_ndcg.png.
 
 Runs ending in `-pt` fine-tune (parameter-efficient) from one multi-domain pre-training on
 Office2014 + Games at `--pretrain-batch-size` (default 2048, as the official run), trained for
-`--pretrain-epochs` (default 7) and keeping every epoch's weights: each of `--from-epochs`
+`--pretrain-epochs` (default 14) and keeping every epoch's weights: each of `--from-epochs`
 gives its own rows (`inductive-pt7` fine-tunes from epoch 7). A longer pre-training resumes
 the existing one. `--pretrain-only` stops after pre-training. `inductive-sampled` and
 `transductive-sampled` train from scratch with 1,024 sampled negatives per step instead of the
@@ -62,7 +62,7 @@ OFFICIAL = {
     "transductive-pt7": (0.1269, 0.0657, 0.2428, 0.0910),
 }
 STAGES = ("sasrec", "inductive", "transductive")
-RUNS = ("sasrec", "inductive", "inductive-pt", "transductive", "transductive-pt")
+RUNS = ("sasrec", "sasrec-cosine", "inductive", "inductive-pt", "transductive", "transductive-pt")
 # From scratch with sampled negatives instead of the full softmax (the catalogue-scale setting).
 SAMPLED = ("inductive-sampled", "transductive-sampled")
 SAMPLED_FLAGS = ("--negatives", "sampled", "--num-negatives", "1024")
@@ -131,14 +131,18 @@ def stage_of(run: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS + SAMPLED + COSINE)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS + SAMPLED)
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     parser.add_argument("--work", type=pathlib.Path, default=REPO / "benchmarks" / "work")
     parser.add_argument("--pooling", default="mean", choices=("cls", "mean"))
-    parser.add_argument("--pretrain-epochs", type=int, default=7)
+    parser.add_argument("--pretrain-epochs", type=int, default=14)
     parser.add_argument("--pretrain-batch-size", type=int, default=2048)
     parser.add_argument(
-        "--from-epochs", nargs="+", type=int, default=[7], help="pre-training epochs to tune from"
+        "--from-epochs",
+        nargs="+",
+        type=int,
+        default=[2, 7, 14],
+        help="pre-training epochs to tune from",
     )
     parser.add_argument("--pretrain-only", action="store_true", help="stop after pre-training")
     parser.add_argument(
