@@ -295,6 +295,10 @@ class DatasetDir:
         self._check_split(split)
         return int(self.manifest["splits"][split])
 
+    def split_bytes(self, split: str) -> int:
+        """Size of the TFRecord shards of `split`, in bytes."""
+        return sum(os.path.getsize(path) for path in self.split_files(split))
+
     def split_files(self, split: str) -> list[str]:
         """Paths of the TFRecord shards of `split` ("train", "valid" or "test")."""
         self._check_split(split)

@@ -10,6 +10,12 @@ import tensorflow as tf
 
 from data_pipeline.dataset import DatasetDir, parse_spec
 
+# Shards hold a split in user order, and a multi-domain dataset one domain after another, so a
+# shuffle buffer smaller than the split drifts from domain to domain within an epoch. A split of
+# up to this many bytes of records is shuffled whole, a uniform permutation as RecBole's; a
+# bigger one through a buffer of this many bytes.
+SHUFFLE_BUFFER_BYTES = 1 << 30
+
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
@@ -91,6 +97,13 @@ def augment_batch(
     }
 
 
+def shuffle_buffer_rows(rows: int, split_bytes: int, buffer_bytes: int) -> int:
+    """Examples in a shuffle buffer of `buffer_bytes`: the whole split when it fits."""
+    if split_bytes <= buffer_bytes:
+        return max(rows, 1)
+    return max(1, rows * buffer_bytes // split_bytes)
+
+
 def make_dataset(
     data: DatasetDir | str | os.PathLike,
     split: str,
@@ -104,6 +117,7 @@ def make_dataset(
     drop_remainder: bool = False,
     augmentation: Augmentation | None = None,
     batch_seeds: bool = False,
+    shuffle_buffer_bytes: int = SHUFFLE_BUFFER_BYTES,
 ) -> tf.data.Dataset:
     """Batches of a split of a built dataset.
 
@@ -116,7 +130,8 @@ def make_dataset(
         split: "train", "valid" or "test".
         batch_size: Examples per batch.
         max_len: Histories keep their last `max_len` items (None: the dataset's own maximum).
-        shuffle: Shuffle shard order and examples (buffer of up to 100,000 examples).
+        shuffle: Shuffle shard order and examples: the whole split when its shards hold at most
+            `shuffle_buffer_bytes`, else a buffer of about that many bytes of examples.
         seed: Seed for shuffling and augmentation; None draws one.
         deterministic: Keep a reproducible element order despite parallelism.
         repeat: Repeat forever (reshuffled each epoch).
@@ -125,6 +140,7 @@ def make_dataset(
         batch_seeds: add `seed`, int64 [B, 2], the same stateless seed on every row of a batch
             (a new one per batch), for randomness the whole batch must share on every
             replica, such as the negatives sampled for it.
+        shuffle_buffer_bytes: memory the shuffle buffer may hold (serialized examples).
 
     Returns:
         A dataset of dicts: history, length, target, user, domain (+ history_aug, length_aug,
@@ -148,7 +164,8 @@ def make_dataset(
         deterministic=deterministic,
     )
     if shuffle:
-        dataset = dataset.shuffle(min(rows, 100_000), seed=seed, reshuffle_each_iteration=True)
+        buffer = shuffle_buffer_rows(rows, dataset_dir.split_bytes(split), shuffle_buffer_bytes)
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.dataset import DatasetDir
-from data_pipeline.reader import Augmentation, augment_batch, make_dataset
+from data_pipeline.reader import Augmentation, augment_batch, make_dataset, shuffle_buffer_rows
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 AUGMENTATION = Augmentation(item_drop_ratio=0.2, item_drop_prob=0.9)
@@ -60,6 +60,34 @@ def test_deterministic_shuffle(scientific):
     assert first == order(7)
     assert first != order(8)
     assert sorted(u // 100000 for u in first) == list(range(8442))
+
+
+def _order_correlation(data, **kwargs) -> float:
+    """Correlation between where each example is stored and where a shuffled epoch yields it."""
+    stored = np.concatenate(
+        [b["user"] for b in batches(make_dataset(data, "valid", batch_size=512))]
+    )
+    position_stored = dict(zip(stored.tolist(), range(len(stored)), strict=True))
+    dataset = make_dataset(data, "valid", batch_size=512, shuffle=True, seed=3, **kwargs)
+    emitted = np.concatenate([b["user"] for b in batches(dataset)])
+    where = [position_stored[user] for user in emitted.tolist()]
+    return float(np.corrcoef(where, np.arange(len(emitted)))[0, 1])
+
+
+def test_shuffle_is_uniform_over_the_whole_split(scientific):
+    # Shards store users in order; a buffer of a tenth of the split drifts along that order, the
+    # default (the whole split fits) does not.
+    dataset = DatasetDir.open(scientific)
+    tenth = dataset.split_bytes("valid") // 10
+    assert _order_correlation(scientific, shuffle_buffer_bytes=tenth) > 0.8
+    assert abs(_order_correlation(scientific)) < 0.05
+
+
+def test_shuffle_buffer_rows():
+    assert shuffle_buffer_rows(rows=1000, split_bytes=10_000, buffer_bytes=10_000) == 1000
+    assert shuffle_buffer_rows(rows=1000, split_bytes=10_000, buffer_bytes=2_500) == 250
+    assert shuffle_buffer_rows(rows=1000, split_bytes=10_000, buffer_bytes=1) == 1
+    assert shuffle_buffer_rows(rows=0, split_bytes=0, buffer_bytes=1) == 1
 
 
 def test_repeat_reshuffles_each_epoch(scientific):
