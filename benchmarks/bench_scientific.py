@@ -152,7 +152,8 @@ def main() -> None:
         "--output", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "scientific.json"
     )
     args = parser.parse_args()
-    if max(args.from_epochs) > args.pretrain_epochs:
+    tunes_pretrained = any(run.endswith("-pt") for run in args.runs) and not args.pretrain_only
+    if tunes_pretrained and not args.report and max(args.from_epochs) > args.pretrain_epochs:
         parser.error("--from-epochs must not exceed --pretrain-epochs")
 
     scientific = dataset(args.work, "scientific", [SHARED / "Scientific"], args.pooling)
