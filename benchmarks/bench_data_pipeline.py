@@ -21,7 +21,8 @@ sys.path.insert(0, str(REPO))
 
 from data_pipeline.build import build  # noqa: E402
 from data_pipeline.fileio import atomic_write_json  # noqa: E402
-from data_pipeline.reader import make_dataset  # noqa: E402
+from data_pipeline.reader import Augmentation, make_dataset  # noqa: E402
+from tf_unisrec.config import TrainConfig  # noqa: E402
 
 BUILD_TARGET_S = 30.0
 READER_TARGET = 50_000.0
@@ -35,7 +36,15 @@ def time_build(source: pathlib.Path, output: pathlib.Path) -> float:
 
 def reader_throughput(data: pathlib.Path, augment: bool, epochs: int) -> float:
     """Examples per second over whole shuffled epochs (after one warm-up epoch)."""
-    dataset = make_dataset(data, "train", batch_size=2048, shuffle=True, seed=0, augment=augment)
+    defaults = TrainConfig.__dataclass_fields__
+    augmentation = (
+        Augmentation(defaults["item_drop_ratio"].default, defaults["item_drop_prob"].default)
+        if augment
+        else None
+    )
+    dataset = make_dataset(
+        data, "train", batch_size=2048, shuffle=True, seed=0, augmentation=augmentation
+    )
     for _ in dataset:
         pass
     examples = 0
