@@ -92,6 +92,9 @@ def random_generators(model: tf.keras.Model) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(**generators)
 
 
+EPOCH_LOSS_KEY = "epoch_loss/.ATTRIBUTES/VARIABLE_VALUE"
+
+
 class GracefulStop:
     """Turns SIGTERM/SIGINT into a flag checked between training steps."""
 
@@ -207,7 +210,9 @@ class Trainer:
             self.best_metric = tf.Variable(-1.0, trainable=False, name="best_metric")
             self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
             self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_epochs")
-            self.checkpoint = tf.train.Checkpoint(
+            # The loss summed over the epoch's steps so far: a resumed epoch logs its whole mean.
+            self.epoch_loss = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch_loss")
+            state = dict(
                 model=self.model,
                 optimizer=self.optimizer,
                 epoch=self.epoch,
@@ -217,6 +222,12 @@ class Trainer:
                 bad_epochs=self.bad_epochs,
                 random=random_generators(self.model),
             )
+            self.checkpoint = tf.train.Checkpoint(**state, epoch_loss=self.epoch_loss)
+            # What every checkpoint holds; the epoch's loss came later.
+            self.required_checkpoint = tf.train.Checkpoint(**state)
+        # The first step of the epoch that `epoch_loss` covers (not 0 after resuming from a
+        # checkpoint without it).
+        self.loss_from_step = 0
         self.manager = self.run_dir.checkpoint_manager(self.checkpoint)
         # Pre-training keeps every epoch's weights, so fine-tuning can start from any of them.
         self.best_manager = self.run_dir.best_manager(
@@ -259,7 +270,11 @@ class Trainer:
         if latest is None:
             return False
         try:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self.required_checkpoint.restore(latest).assert_existing_objects_matched()
+            if tf.train.load_checkpoint(latest).has_tensor(EPOCH_LOSS_KEY):
+                tf.train.Checkpoint(epoch_loss=self.epoch_loss).restore(latest).expect_partial()
+            else:
+                self.loss_from_step = int(self.step.numpy())
         except checkpoint_read_errors() as error:
             raise RunError(
                 damaged_checkpoint(latest, error) + "; or start over with --no-resume"
@@ -294,8 +309,13 @@ class Trainer:
         steps = math.ceil(self.dataset.split_rows("train") / self.config.batch_size)
         return min(steps, self.config.steps_per_epoch or steps)
 
-    def run_epoch(self, stop: GracefulStop) -> tuple[float, int, float]:
-        """Trains one epoch from the saved step; returns mean loss, examples and seconds."""
+    def run_epoch(self, stop: GracefulStop) -> tuple[float, int, int, float]:
+        """Trains one epoch from the saved step.
+
+        Returns:
+            The epoch's mean loss (over all its steps, those before a resume included), and
+            the examples, steps and seconds trained in this call.
+        """
         epoch = int(self.epoch.numpy())
         dataset = self.train_dataset(epoch).skip(int(self.step.numpy()))
         distributed = self.strategy.experimental_distribute_dataset(dataset)
@@ -303,18 +323,22 @@ class Trainer:
             self.steps_in_epoch(), stateful_metrics=["loss"], verbose=1 if self.chief else 0
         )
         progress.update(int(self.step.numpy()))
-        total_loss, steps, examples = 0.0, 0, 0
+        if int(self.step.numpy()) == 0:
+            self.epoch_loss.assign(0.0)
+        steps, examples = 0, 0
         start = time.perf_counter()
         for batch in distributed:
             loss = float(self.train_step(batch))
             self.step.assign_add(1)
-            total_loss += loss
+            self.epoch_loss.assign_add(loss)
             steps += 1
             examples += self.local_batch_size(batch)
             progress.update(int(self.step.numpy()), [("loss", loss)])
             if stop.requested:
                 break
-        return total_loss / max(steps, 1), examples, time.perf_counter() - start
+        covered = max(int(self.step.numpy()) - self.loss_from_step, 1)
+        mean_loss = float(self.epoch_loss.numpy()) / covered
+        return mean_loss, examples, steps, time.perf_counter() - start
 
     def local_batch_size(self, batch: Any) -> int:
         targets = self.strategy.experimental_local_results(batch["target"])
@@ -333,16 +357,17 @@ class Trainer:
             self.run_dir.write_config(config)
         replicas = self.strategy.num_replicas_in_sync
         print(f"training on {replicas} replica{'s' if replicas > 1 else ''}", flush=True)
-        train_seconds, train_examples, eval_seconds, eval_passes = 0.0, 0, 0.0, 0
+        train_seconds, train_examples, train_steps, eval_seconds, eval_passes = 0.0, 0, 0, 0.0, 0
         with GracefulStop() as stop:
             while int(self.epoch.numpy()) < config.epochs:
                 if int(self.bad_epochs.numpy()) > config.patience:
                     break
                 epoch = int(self.epoch.numpy())
                 print(f"epoch {epoch + 1}/{config.epochs}", flush=True)
-                loss, examples, seconds = self.run_epoch(stop)
+                loss, examples, steps, seconds = self.run_epoch(stop)
                 train_seconds += seconds
                 train_examples += examples
+                train_steps += steps
                 if stop.requested:
                     self.manager.save()
                     raise SystemExit(
@@ -378,8 +403,9 @@ class Trainer:
                 self.log_epoch(record)
                 self.epoch.assign_add(1)
                 self.step.assign(0)
+                self.loss_from_step = 0
                 self.manager.save()
-        return self.finish(train_examples, train_seconds, eval_seconds, eval_passes)
+        return self.finish(train_examples, train_steps, train_seconds, eval_seconds, eval_passes)
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         self.history.append(record)
@@ -390,7 +416,12 @@ class Trainer:
         self.run_dir.write_history(self.history)
 
     def finish(
-        self, train_examples: int, train_seconds: float, eval_seconds: float, eval_passes: int
+        self,
+        train_examples: int,
+        train_steps: int,
+        train_seconds: float,
+        eval_seconds: float,
+        eval_passes: int,
     ) -> dict[str, Any]:
         config = self.config
         best = self.best_manager.latest_checkpoint
@@ -403,8 +434,9 @@ class Trainer:
             "train_examples_per_second": round(train_examples / train_seconds, 1)
             if train_seconds
             else None,
-            "seconds_per_epoch": round(train_seconds / max(len(self.history), 1), 2)
-            if train_seconds
+            # At this process's pace: a resumed run trained only part of its epochs here.
+            "seconds_per_epoch": round(train_seconds / train_steps * self.steps_in_epoch(), 2)
+            if train_seconds and train_steps
             else None,
             "eval_seconds": round(eval_seconds / eval_passes, 3) if eval_passes else None,
         }

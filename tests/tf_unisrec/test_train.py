@@ -116,6 +116,12 @@ def test_killed_run_resumes_to_the_same_state(data_dir, tmp_path):
         if key.startswith("model/") or key.startswith("optimizer/"):
             np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
 
+    # The interrupted epoch logs the mean loss of all its steps, not only of those after resuming.
+    def losses(run):
+        return [record["loss"] for record in json.loads((run / "history.json").read_text())]
+
+    np.testing.assert_allclose(losses(interrupted), losses(tmp_path / "whole"), rtol=1e-9)
+
 
 @pytest.mark.slow
 def test_fine_tuning_from_pretrained_trains_only_adaptor_norm_and_ids(data_dir, tmp_path):
@@ -269,6 +275,33 @@ def test_mirrored_strategy_over_logical_cpus(data_dir, tmp_path):
     assert "training on 2 replicas" in out
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and metrics["train_examples_per_second"] > 0
+
+
+def test_a_checkpoint_from_before_the_epoch_loss_resumes(data_dir, tmp_path):
+    from tf_unisrec.config import parse_args
+    from tf_unisrec.train import Trainer, make_strategy
+
+    def trainer(name, resume=True):
+        flags = [*TINY, "--data", str(data_dir), "--stage", "pretrain", "--output", str(name)]
+        config = parse_args(flags)[0]
+        return Trainer(config, make_strategy(config), resume=resume)
+
+    older, newer = tmp_path / "older", tmp_path / "newer"
+    for run in (older, newer):
+        stopped = trainer(run, resume=False)
+        stopped.step.assign(3)
+        stopped.epoch_loss.assign(12.0)
+        # What an earlier version saved mid-epoch: the same state without the epoch's loss.
+        saved = stopped.required_checkpoint if run == older else stopped.checkpoint
+        stopped.run_dir.checkpoint_manager(saved).save()
+
+    resumed = trainer(older)
+    assert resumed.restore() and int(resumed.step.numpy()) == 3
+    # Its epoch's mean loss covers the steps from the resume on.
+    assert resumed.loss_from_step == 3 and float(resumed.epoch_loss.numpy()) == 0.0
+    resumed = trainer(newer)
+    assert resumed.restore() and int(resumed.step.numpy()) == 3
+    assert resumed.loss_from_step == 0 and float(resumed.epoch_loss.numpy()) == 12.0
 
 
 def test_early_stopping_follows_recbole():
