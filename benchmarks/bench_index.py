@@ -70,11 +70,15 @@ def main() -> None:
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
 
+    from data_pipeline.errors import DataError
     from data_pipeline.reader import parse_batch
     from tf_unisrec.layers import PartitionedIndex
-    from tf_unisrec.run_dir import RunDir
+    from tf_unisrec.run_dir import RunDir, RunError
 
-    config, info, model = RunDir(args.run).load_model(strict=True)
+    try:
+        config, info, model = RunDir(args.run).load_model(strict=True)
+    except (RunError, DataError) as error:
+        parser.error(f"--run: {error}")
     test = tf.data.TFRecordDataset(info.split_files("test")).batch(4096)
     batches = [parse_batch(b, config.max_length) for b in test]
     queries = tf.concat([model.sequence_vectors(b["history"], b["length"]) for b in batches], 0)
