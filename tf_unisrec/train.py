@@ -270,7 +270,8 @@ class Trainer:
         if latest is None:
             return False
         try:
-            self.required_checkpoint.restore(latest).assert_existing_objects_matched()
+            status = self.required_checkpoint.restore(latest).assert_existing_objects_matched()
+            status.expect_partial()  # the epoch's loss, restored next, is not in this object graph
             if tf.train.load_checkpoint(latest).has_tensor(EPOCH_LOSS_KEY):
                 tf.train.Checkpoint(epoch_loss=self.epoch_loss).restore(latest).expect_partial()
             else:
