@@ -1,6 +1,6 @@
 """The paper's Figure 3 on Scientific: UniSRec without each of its parts, full ranking.
 
-    python benchmarks/bench_ablations.py [--seeds 2020] [--work benchmarks/work]
+    python benchmarks/bench_ablations.py [--seeds 2020 2021 2022] [--work benchmarks/work]
         [--pretrain-epochs 2] [--pretrain-batch-size 2048] [--stage transductive]
         [--variants no-whitening ...] [--output benchmarks/results/ablations.json]
 
@@ -47,7 +47,7 @@ def slug(name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     parser.add_argument("--work", type=pathlib.Path, default=REPO / "benchmarks" / "work")
     parser.add_argument("--pooling", default="mean", choices=("cls", "mean"))
     parser.add_argument("--pretrain-epochs", type=int, default=2)
@@ -66,33 +66,38 @@ def main() -> None:
     chosen = {n: f for n, f in VARIANTS.items() if not args.variants or slug(n) in args.variants}
 
     scientific = dataset(args.work, "scientific", [SHARED / "Scientific"], args.pooling)
-    results, pretraining = {}, {}
+    runs, pretraining = {}, {}
     for name, flags in chosen.items():
         if flags is None:
-            init, run = [], args.stage
-        else:
-            pretrain_name = "pretrain" if not flags else f"pretrain-{slug(name)}"
-            pretrained = pretrain(
-                args.work,
-                args.pooling,
-                args.pretrain_epochs,
-                args.pretrain_batch_size,
-                pretrain_name,
-                flags,
-            )
-            # The epoch's weights; the variant's adaptor shape comes with them.
-            init = ["--init", str(pretrained / "best" / f"ckpt-{args.pretrain_epochs}")]
-            pretraining[name] = pretrain_record(pretrained)
-            run = (
-                f"{args.stage}-pt{args.pretrain_epochs}"
-                if not flags
-                else f"ablation-{slug(name)}-{args.stage}-pt{args.pretrain_epochs}"
-            )
-        tests = []
-        for seed in args.seeds:
+            runs[name] = (args.stage, [])
+            continue
+        pretrain_name = "pretrain" if not flags else f"pretrain-{slug(name)}"
+        pretrained = pretrain(
+            args.work,
+            args.pooling,
+            args.pretrain_epochs,
+            args.pretrain_batch_size,
+            pretrain_name,
+            flags,
+        )
+        pretraining[name] = pretrain_record(pretrained)
+        run = (
+            f"{args.stage}-pt{args.pretrain_epochs}"
+            if not flags
+            else f"ablation-{slug(name)}-{args.stage}-pt{args.pretrain_epochs}"
+        )
+        # The epoch's weights; the variant's adaptor shape comes with them.
+        runs[name] = (run, ["--init", str(pretrained / "best" / f"ckpt-{args.pretrain_epochs}")])
+
+    # Seed-major, so that a sweep stopped early leaves every variant with the same seeds.
+    tests: dict[str, list[dict]] = {name: [] for name in runs}
+    for seed in args.seeds:
+        for name, (run, init) in runs.items():
             tune = ["--data", scientific, "--stage", args.stage, "--seed", str(seed), *init]
-            tests.append(train(args.work / "runs" / f"{run}-s{seed}", *tune)["test"])
-        values = np.array([[t[k] for k in METRICS] for t in tests])
+            tests[name].append(train(args.work / "runs" / f"{run}-s{seed}", *tune)["test"])
+    results = {}
+    for name, per_seed in tests.items():
+        values = np.array([[t[k] for k in METRICS] for t in per_seed])
         results[name] = {
             "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
             "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
