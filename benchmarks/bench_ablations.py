@@ -10,7 +10,15 @@ model and "w/o pre-training" are bench_scientific.py's `{stage}-pt2` and `{stage
 with it. Finished runs are reused. Prints test NDCG@10 and Recall@10 per variant (mean ± std
 over the seeds) as a Markdown table, writes benchmarks/results/ablations.json and the bar chart
 ablations.png.
-`--variants` trains and reports only those (by slug), so two processes can share the work.
+`--variants` trains only those (by slug), so two processes with different outputs can share the
+work.
+
+The results file is also the record of every finished fine-tuning: each variant keeps its
+seeds' test metrics and is rewritten as soon as one finishes. A recorded seed counts as finished
+even when its run folder is gone (delete it from the file to train it again), a variant whose
+seeds are all recorded is not pre-trained again, and variants this command does not train are
+kept as they are. The two rows shared with bench_scientific.py also count the runs recorded in
+its results file (`--scientific`).
 """
 
 from __future__ import annotations
@@ -19,7 +27,15 @@ import argparse
 import pathlib
 
 import numpy as np
-from bench_scientific import SHARED, dataset, pretrain, pretrain_record, train
+from bench_scientific import (
+    SHARED,
+    dataset,
+    pretrain,
+    pretrain_record,
+    read_results,
+    recorded_runs,
+    train,
+)
 
 from data_pipeline.fileio import atomic_write_json
 
@@ -62,15 +78,48 @@ def main() -> None:
     parser.add_argument(
         "--output", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "ablations.json"
     )
+    parser.add_argument(
+        "--scientific",
+        type=pathlib.Path,
+        default=REPO / "benchmarks" / "results" / "scientific.json",
+        help="bench_scientific.py's results, whose recorded runs the shared rows reuse",
+    )
     args = parser.parse_args()
     chosen = {n: f for n, f in VARIANTS.items() if not args.variants or slug(n) in args.variants}
 
     scientific = dataset(args.work, "scientific", [SHARED / "Scientific"], args.pooling)
-    runs, pretraining = {}, {}
+    previous = read_results(args.output)
+    setting = {"stage": args.stage, "pretrain_epochs": args.pretrain_epochs}
+    if previous and {key: previous.get(key) for key in setting} != setting:
+        kept = {key: previous.get(key) for key in setting}
+        parser.error(f"{args.output} records {kept}, not {setting}: choose another --output")
+    scientific_results = read_results(args.scientific)
+    shared = recorded_runs(scientific_results)
+    tests: dict[str, dict[int, dict]] = {
+        name: {int(seed): test for seed, test in row["per_seed"].items()}
+        for name, row in previous.get("results", {}).items()
+    }
+    pretraining = dict(previous.get("pretraining", {}))
+    if "UniSRec" in chosen and scientific_results.get("pretrain"):
+        # The same pre-training as the Scientific table's, whose pace it records.
+        pretraining.setdefault("UniSRec", scientific_results["pretrain"])
+    runs = {}
     for name, flags in chosen.items():
+        if flags is None:
+            run = args.stage
+        elif not flags:
+            run = f"{args.stage}-pt{args.pretrain_epochs}"
+        else:
+            run = f"ablation-{slug(name)}-{args.stage}-pt{args.pretrain_epochs}"
+        tests.setdefault(name, {})
+        for seed in args.seeds:
+            if seed not in tests[name] and (run, seed) in shared:
+                tests[name][seed] = shared[run, seed]["test"]
         if flags is None:
             runs[name] = (args.stage, [])
             continue
+        if all(seed in tests[name] for seed in args.seeds):
+            continue  # every seed recorded: its pre-training is not needed
         pretrain_name = "pretrain" if not flags else f"pretrain-{slug(name)}"
         pretrained = pretrain(
             args.work,
@@ -81,46 +130,50 @@ def main() -> None:
             flags,
         )
         pretraining[name] = pretrain_record(pretrained)
-        run = (
-            f"{args.stage}-pt{args.pretrain_epochs}"
-            if not flags
-            else f"ablation-{slug(name)}-{args.stage}-pt{args.pretrain_epochs}"
-        )
         # The epoch's weights; the variant's adaptor shape comes with them.
         runs[name] = (run, ["--init", str(pretrained / "best" / f"ckpt-{args.pretrain_epochs}")])
 
     # Seed-major, so that a sweep stopped early leaves every variant with the same seeds.
-    tests: dict[str, list[dict]] = {name: [] for name in runs}
     for seed in args.seeds:
         for name, (run, init) in runs.items():
+            if seed in tests[name]:
+                continue
             tune = ["--data", scientific, "--stage", args.stage, "--seed", str(seed), *init]
-            tests[name].append(train(args.work / "runs" / f"{run}-s{seed}", *tune)["test"])
+            tests[name][seed] = train(args.work / "runs" / f"{run}-s{seed}", *tune)["test"]
+            atomic_write_json(args.output, summarize(setting, pretraining, tests))
+
+    summary = summarize(setting, pretraining, tests)
+    print(f"| variant ({args.stage}) | NDCG@10 | Recall@10 | pre-training s/epoch | seeds |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, r in summary["results"].items():
+        spread = len(r["seeds"]) > 1
+        cells = [
+            f"{r['mean'][k]:.4f}" + (f" ± {r['std'][k]:.4f}" if spread else "") for k in METRICS
+        ]
+        speed = pretraining[name]["seconds_per_epoch"] if name in pretraining else None
+        speed_cell = "" if speed is None else str(round(speed))
+        print(f"| {name} | " + " | ".join(cells) + f" | {speed_cell} | {len(r['seeds'])} |")
+    out = args.output
+    atomic_write_json(out, summary)
+    plot(summary["results"], out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def summarize(setting: dict, pretraining: dict, tests: dict[str, dict[int, dict]]) -> dict:
+    """The results file: per variant, in VARIANTS' order, its seeds' tests and their mean ± std."""
     results = {}
-    for name, per_seed in tests.items():
-        values = np.array([[t[k] for k in METRICS] for t in per_seed])
+    for name in VARIANTS:
+        per_seed = dict(sorted(tests.get(name, {}).items()))
+        if not per_seed:
+            continue
+        values = np.array([[test[k] for k in METRICS] for test in per_seed.values()])
         results[name] = {
+            "seeds": list(per_seed),
             "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
             "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
+            "per_seed": {str(seed): test for seed, test in per_seed.items()},
         }
-
-    seeds = " ".join(map(str, args.seeds))
-    print(f"| variant ({args.stage}, seeds {seeds}) | NDCG@10 | Recall@10 | pre-training s/epoch |")
-    print("| --- | --- | --- | --- |")
-    for name, r in results.items():
-        cells = [f"{r['mean'][k]:.4f}" + (f" ± {r['std'][k]:.4f}" if len(args.seeds) > 1 else "")
-                 for k in METRICS]  # fmt: skip
-        speed = pretraining[name]["seconds_per_epoch"] if name in pretraining else None
-        print(f"| {name} | " + " | ".join(cells) + f" | {'' if speed is None else round(speed)} |")
-    out = args.output
-    summary = {
-        "stage": args.stage,
-        "seeds": args.seeds,
-        "pretraining": pretraining,
-        "results": results,
-    }
-    atomic_write_json(out, summary)
-    plot(results, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return {**setting, "pretraining": pretraining, "results": results}
 
 
 def plot(results: dict[str, dict[str, dict[str, float]]], path: pathlib.Path) -> None:

@@ -1,8 +1,8 @@
 """Scientific (the paper's exact split): SASRec and UniSRec beside the official code and the paper.
 
     python benchmarks/bench_scientific.py [--runs sasrec inductive ...] [--seeds 2020 2021 2022]
-        [--work benchmarks/work] [--pooling mean] [--pretrain-epochs 14] [--from-epochs 2 7 14]
-        [--pretrain-only] [--report]
+        [--work benchmarks/work] [--pooling mean] [--pretrain-epochs 7] [--from-epochs 2 7]
+        [--pretrain-only] [--report] [--output benchmarks/results/scientific.json]
 
 Runs `python -m tf_unisrec.train` with the official hyperparameters for each requested run and
 seed, seed by seed (a finished run is reused, an interrupted one resumes; `--report` only
@@ -11,9 +11,14 @@ Markdown table, next to the official code's converged results on the same featur
 paper's Table 2, and writes benchmarks/results/scientific.json and the validation curves
 scientific_valid_ndcg.png.
 
+The results file is also the record of every finished run: each row keeps its seeds' test
+metrics, speed and validation curve, and is rewritten as soon as a run finishes. A run recorded
+there counts as finished even when its folder under `--work` is gone (delete its seed from the
+row to train it again), and rows that this command does not compute are kept as they are.
+
 Runs ending in `-pt` fine-tune (parameter-efficient) from one multi-domain pre-training on
 Office2014 + Games at `--pretrain-batch-size` (default 2048, as the official run), trained for
-`--pretrain-epochs` (default 14) and keeping every epoch's weights: each of `--from-epochs`
+`--pretrain-epochs` (default 7) and keeping every epoch's weights: each of `--from-epochs`
 gives its own rows (`inductive-pt7` fine-tunes from epoch 7). A longer pre-training resumes
 the existing one. `--pretrain-only` stops after pre-training. `inductive-sampled` and
 `transductive-sampled` train from scratch with 1,024 sampled negatives per step instead of the
@@ -25,6 +30,7 @@ trained with UniSRec's loss (`--scoring cosine`) instead of RecBole's.
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import subprocess
 import sys
@@ -69,6 +75,14 @@ SAMPLED_FLAGS = ("--negatives", "sampled", "--num-negatives", "1024")
 # SASRec trained with UniSRec's loss (cosine scores at temperature 0.07) instead of RecBole's.
 COSINE = ("sasrec-cosine",)
 COSINE_FLAGS = ("--scoring", "cosine")
+# Kept per seed beside the test metrics.
+RUN_FIELDS = (
+    "best_epoch",
+    "epochs_run",
+    "train_examples_per_second",
+    "seconds_per_epoch",
+    "eval_seconds",
+)
 
 
 def python(*args: str) -> None:
@@ -135,13 +149,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     parser.add_argument("--work", type=pathlib.Path, default=REPO / "benchmarks" / "work")
     parser.add_argument("--pooling", default="mean", choices=("cls", "mean"))
-    parser.add_argument("--pretrain-epochs", type=int, default=14)
+    parser.add_argument("--pretrain-epochs", type=int, default=7)
     parser.add_argument("--pretrain-batch-size", type=int, default=2048)
     parser.add_argument(
         "--from-epochs",
         nargs="+",
         type=int,
-        default=[2, 7, 14],
+        default=[2, 7],
         help="pre-training epochs to tune from",
     )
     parser.add_argument("--pretrain-only", action="store_true", help="stop after pre-training")
@@ -166,14 +180,15 @@ def main() -> None:
         return
 
     names = run_names(args.runs, args.from_epochs)
-    finished: dict[tuple[str, int], dict] = {}
+    previous = read_results(args.output)
+    finished = recorded_runs(previous)
     # Seed-major, so that a sweep stopped early leaves every model with the same seeds.
     for seed in args.seeds:
         for name in names:
             run = RunDir(args.work / "runs" / f"{name}-s{seed}")
-            if args.report:
-                if run.has_metrics():
-                    finished[name, seed] = run.read_metrics()
+            if run.has_metrics():
+                finished[name, seed] = seed_record(run)
+            if (name, seed) in finished or args.report:
                 continue
             flags = ["--data", scientific, "--stage", stage_of(name), "--seed", str(seed)]
             if "-pt" in name:
@@ -182,51 +197,107 @@ def main() -> None:
                 flags += SAMPLED_FLAGS
             if name in COSINE:
                 flags += COSINE_FLAGS
-            finished[name, seed] = train(run.path, *flags)
+            train(run.path, *flags)
+            finished[name, seed] = seed_record(run)
+            write_results(args.output, summarize(finished, previous, pretrained, args.pooling))
 
-    results: dict[str, dict] = {}
-    for name in names:
-        seeds = [seed for seed in args.seeds if (name, seed) in finished]
-        if not seeds:
+    summary = summarize(finished, previous, pretrained, args.pooling)
+    print(markdown_table(summary["runs"]))
+    write_results(args.output, summary)
+    plot = plot_validation(args.work / "runs", summary["runs"], args.output)
+    print(f"wrote {args.output} and {plot}")
+
+
+def read_results(path: pathlib.Path) -> dict:
+    """A results file as last written, or `{}`."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def write_results(path: pathlib.Path, summary: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, summary)
+
+
+def seed_record(run: RunDir) -> dict:
+    """What the results file keeps of one finished run."""
+    metrics = run.read_metrics()
+    return {
+        "test": metrics["test"],
+        **{key: metrics[key] for key in RUN_FIELDS},
+        "valid_ndcg@10": [epoch["valid_ndcg@10"] for epoch in run.read_history()],
+    }
+
+
+def recorded_runs(results: dict) -> dict[tuple[str, int], dict]:
+    """`{(run name, seed): seed_record}` for every run the results file records."""
+    return {
+        (name, int(seed)): record
+        for name, row in results.get("runs", {}).items()
+        for seed, record in row.get("per_seed", {}).items()
+    }
+
+
+def summarize(
+    finished: dict[tuple[str, int], dict], previous: dict, pretrained: pathlib.Path, pooling: str
+) -> dict:
+    """The results file: a row per run over its finished seeds, beside the earlier rows.
+
+    An earlier row is kept when it covers more seeds than the records at hand (rows written
+    before per-seed records were kept have only their means).
+    """
+    rows = dict(previous.get("runs", {}))
+    for name in {name for name, _ in finished}:
+        seeds = sorted(seed for run, seed in finished if run == name)
+        if name in rows and len(rows[name]["seeds"]) > len(seeds):
             continue
-        per_seed = [finished[name, seed] for seed in seeds]
-        values = np.array([[m["test"][k] for k in METRICS] for m in per_seed])
-        results[name] = {
-            "seeds": seeds,
-            "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
-            "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
-            "official": dict(zip(METRICS, OFFICIAL[name], strict=True))
-            if name in OFFICIAL
-            else None,
-            "best_epoch": [m["best_epoch"] for m in per_seed],
-            "epochs_run": [m["epochs_run"] for m in per_seed],
-            "train_examples_per_second": [m["train_examples_per_second"] for m in per_seed],
-            "seconds_per_epoch": [m["seconds_per_epoch"] for m in per_seed],
-            "eval_seconds": [m["eval_seconds"] for m in per_seed],
-        }
+        rows[name] = summarize_run(name, {seed: finished[name, seed] for seed in seeds})
+    for name in rows:
         full = name.removesuffix("-sampled")
-        common = [seed for seed in seeds if (full, seed) in finished]
+        common = sorted(
+            set(rows[name].get("per_seed", {})) & set(rows.get(full, {}).get("per_seed", {}))
+        )
         if name in SAMPLED and common:
             # Sampled negatives against the full softmax, relative, on means over shared seeds.
             sampled, exact = (
-                np.array([[finished[run, seed]["test"][k] for k in METRICS] for seed in common])
+                np.array(
+                    [[rows[run]["per_seed"][seed]["test"][k] for k in METRICS] for seed in common]
+                )
                 for run in (name, full)
             )
             change = sampled.mean(0) / exact.mean(0) - 1
-            results[name]["against_full"] = {
-                "seeds": common,
+            rows[name]["against_full"] = {
+                "seeds": [int(seed) for seed in common],
                 **dict(zip(METRICS, change.round(4).tolist(), strict=True)),
             }
+    summary: dict = {
+        "pooling": pooling,
+        "runs": dict(sorted(rows.items(), key=lambda r: order(r[0]))),
+    }
+    if any("-pt" in name for name in rows):
+        recorded = RunDir(pretrained).has_metrics()
+        summary["pretrain"] = pretrain_record(pretrained) if recorded else previous.get("pretrain")
+    return summary
 
-    print(markdown_table(results))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"pooling": args.pooling, "runs": results}
-    if any("-pt" in name for name in results):
-        summary["pretrain"] = pretrain_record(pretrained)
-    atomic_write_json(args.output, summary)
-    curves = {name: f"{name}-s{r['seeds'][0]}" for name, r in results.items()}
-    plot = plot_validation(args.work / "runs", curves, args.output)
-    print(f"wrote {args.output} and {plot}")
+
+def summarize_run(name: str, per_seed: dict[int, dict]) -> dict:
+    """Mean and standard deviation over the seeds, beside each seed's record."""
+    values = np.array([[record["test"][k] for k in METRICS] for record in per_seed.values()])
+    return {
+        "seeds": list(per_seed),
+        "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
+        "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
+        "official": dict(zip(METRICS, OFFICIAL[name], strict=True)) if name in OFFICIAL else None,
+        **{key: [record[key] for record in per_seed.values()] for key in RUN_FIELDS},
+        "per_seed": {str(seed): record for seed, record in per_seed.items()},
+    }
+
+
+def order(name: str) -> tuple[int, int]:
+    """Table order: RUNS then SAMPLED, pre-trained rows by their epoch."""
+    base, _, epoch = name.partition("-pt")
+    if epoch:
+        base += "-pt"
+    return (RUNS + SAMPLED).index(base), int(epoch or 0)
 
 
 def describe(name: str, short: bool = False) -> str:
@@ -278,21 +349,32 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 
 def plot_validation(
-    runs_dir: pathlib.Path, curves: dict[str, str], output: pathlib.Path
+    runs_dir: pathlib.Path, rows: dict[str, dict], output: pathlib.Path
 ) -> pathlib.Path:
-    """Validation NDCG@10 per epoch of each model (its first seed) as a PNG beside the JSON."""
+    """Validation NDCG@10 per epoch of each model (its first seed) as a PNG beside the JSON.
+
+    Curves come from the rows' records, or from the run folder for rows written without them.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, run_dir in curves.items():
-        history = RunDir(runs_dir / run_dir).read_history()
-        ax.plot([h["epoch"] for h in history], [h["valid_ndcg@10"] for h in history], label=label)
+    for name, row in rows.items():
+        seed = row["seeds"][0]
+        if "per_seed" in row:
+            curve = row["per_seed"][str(seed)]["valid_ndcg@10"]
+        else:
+            curve = [
+                e["valid_ndcg@10"] for e in RunDir(runs_dir / f"{name}-s{seed}").read_history()
+            ]
+        if curve:
+            ax.plot(range(1, len(curve) + 1), curve, label=name)
     ax.set(xlabel="epoch", ylabel="validation NDCG@10", title="Scientific, full ranking")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     path = output.with_name(output.stem + "_valid_ndcg.png")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

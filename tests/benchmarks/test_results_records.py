@@ -1,0 +1,182 @@
+"""The Scientific and ablation benchmarks keep every finished run in their results files.
+
+A run recorded there is not trained again even when its run folder is gone, and rows that a
+command does not compute are kept. Training is replaced by a stand-in that writes a finished
+run folder, so these tests check the bookkeeping, not the models.
+"""
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import bench_ablations  # noqa: E402
+import bench_scientific  # noqa: E402
+
+from tf_unisrec.run_dir import RunDir  # noqa: E402
+
+
+def finished_run(path: pathlib.Path, seed: int, *flags: str) -> dict:
+    """Writes a finished run folder whose test NDCG@10 encodes the seed and the flags."""
+    run = RunDir(path)
+    run.path.mkdir(parents=True)
+    offset = 0.001 * (seed - 2020) + 0.0001 * len(flags)
+    test = {
+        "recall@10": 0.12 + offset,
+        "ndcg@10": 0.06 + offset,
+        "recall@50": 0.24,
+        "ndcg@50": 0.09,
+    }
+    run.write_history([{"epoch": e, "loss": 1.0, "valid_ndcg@10": 0.05 + e / 100} for e in (1, 2)])
+    metrics = {
+        "stage": "transductive",
+        "best_epoch": 2,
+        "epochs_run": 2,
+        "train_examples_per_second": 100.0,
+        "seconds_per_epoch": 10.0,
+        "eval_seconds": 1.0,
+        "valid": test,
+        "test": test,
+    }
+    run.write_metrics(metrics)
+    return metrics
+
+
+@pytest.fixture
+def stand_in(monkeypatch, tmp_path):
+    """Replaces data builds, pre-training and training; returns the runs trained, in order."""
+    trained: list[str] = []
+    pretrained: list[str] = []
+
+    def train(run_dir, *flags):
+        trained.append(pathlib.Path(run_dir).name)
+        seed = int(flags[flags.index("--seed") + 1])
+        return finished_run(run_dir, seed, *flags)
+
+    def pretrain(work, pooling, epochs, batch_size, name="pretrain", flags=()):
+        pretrained.append(name)
+        run = RunDir(work / "runs" / f"{name}-b{batch_size}")
+        if not run.has_metrics():
+            run.path.mkdir(parents=True)
+            run.write_metrics({"epochs_run": epochs, "seconds_per_epoch": 5.0})
+        return run.path
+
+    for module in (bench_scientific, bench_ablations):
+        monkeypatch.setattr(module, "dataset", lambda work, name, *_: str(work / "data" / name))
+        monkeypatch.setattr(module, "pretrain", pretrain)
+        monkeypatch.setattr(module, "train", train)
+    monkeypatch.setattr(
+        bench_scientific,
+        "pretrain_record",
+        lambda run: {"batch_size": 2048, "seconds_per_epoch": 7.0},
+    )
+    monkeypatch.setattr(bench_ablations, "pretrain_record", lambda run: {"seconds_per_epoch": 5.0})
+    return trained, pretrained
+
+
+def run_main(module, monkeypatch, *argv: str) -> None:
+    monkeypatch.setattr(sys, "argv", [module.__file__, *argv])
+    module.main()
+
+
+def test_scientific_records_runs_and_keeps_earlier_rows(stand_in, monkeypatch, tmp_path):
+    trained, _ = stand_in
+    output = tmp_path / "results" / "scientific.json"
+    output.parent.mkdir()
+    # A row written before per-seed records: only its means, over three seeds.
+    legacy = {"seeds": [2020, 2021, 2022], "mean": {"recall@10": 0.1, "ndcg@10": 0.05,
+              "recall@50": 0.2, "ndcg@50": 0.07}}  # fmt: skip
+    legacy["std"] = dict.fromkeys(legacy["mean"], 0.0)
+    output.write_text(json.dumps({"pooling": "mean", "runs": {"sasrec": legacy}}))
+    work = tmp_path / "work"
+    args = ["--work", str(work), "--output", str(output), "--seeds", "2020", "2021"]
+
+    run_main(bench_scientific, monkeypatch, *args, "--runs", "transductive-pt", "sasrec",
+             "--pretrain-epochs", "7", "--from-epochs", "7")  # fmt: skip
+    assert trained == ["transductive-pt7-s2020", "sasrec-s2020", "transductive-pt7-s2021",
+                       "sasrec-s2021"]  # fmt: skip
+    results = json.loads(output.read_text())
+    assert list(results["runs"]) == ["sasrec", "transductive-pt7"]
+    assert results["runs"]["sasrec"] == legacy  # two new seeds do not replace three old ones
+    row = results["runs"]["transductive-pt7"]
+    assert row["seeds"] == [2020, 2021]
+    assert row["per_seed"]["2021"]["valid_ndcg@10"] == pytest.approx([0.06, 0.07])
+    tests = [row["per_seed"][seed]["test"]["ndcg@10"] for seed in ("2020", "2021")]
+    assert tests[1] - tests[0] == pytest.approx(0.001)
+    assert row["mean"]["ndcg@10"] == pytest.approx(sum(tests) / 2, abs=1e-4)
+    assert results["pretrain"] == {"batch_size": 2048, "seconds_per_epoch": 7.0}
+    assert (tmp_path / "results" / "scientific_valid_ndcg.png").is_file()
+
+    # The run folders are lost: the recorded runs count as finished; only the new seed trains.
+    for run in (work / "runs").glob("*-s20*"):
+        for file in run.iterdir():
+            file.unlink()
+        run.rmdir()
+    trained.clear()
+    run_main(bench_scientific, monkeypatch, *args, "2022", "--runs", "transductive-pt",
+             "--pretrain-epochs", "7", "--from-epochs", "7")  # fmt: skip
+    assert trained == ["transductive-pt7-s2022"]
+    rows = json.loads(output.read_text())["runs"]
+    assert rows["transductive-pt7"]["seeds"] == [2020, 2021, 2022]
+    assert rows["transductive-pt7"]["per_seed"]["2020"] == row["per_seed"]["2020"]
+    assert rows["sasrec"] == legacy
+
+
+def test_scientific_report_tabulates_recorded_runs_without_training(
+    stand_in, monkeypatch, tmp_path
+):
+    trained, _ = stand_in
+    output = tmp_path / "scientific.json"
+    args = ["--work", str(tmp_path / "work"), "--output", str(output), "--seeds", "2020"]
+    run_main(bench_scientific, monkeypatch, *args, "--runs", "inductive")
+    written = json.loads(output.read_text())
+    trained.clear()
+    run_main(bench_scientific, monkeypatch, *args, "--runs", "inductive", "transductive",
+             "--report")  # fmt: skip
+    assert trained == []
+    assert json.loads(output.read_text())["runs"] == written["runs"]
+
+
+def test_ablations_reuse_recorded_variants_and_scientific_runs(stand_in, monkeypatch, tmp_path):
+    trained, pretrained = stand_in
+    work = tmp_path / "work"
+    scientific = tmp_path / "scientific.json"
+    output = tmp_path / "ablations.json"
+    # bench_scientific recorded the full model's fine-tunes from epoch 2.
+    run_main(bench_scientific, monkeypatch, "--work", str(work), "--output", str(scientific),
+             "--seeds", "2020", "--runs", "transductive-pt", "--from-epochs", "2",
+             "--pretrain-epochs", "2")  # fmt: skip
+    trained.clear()
+    pretrained.clear()
+    args = ["--work", str(work), "--output", str(output), "--scientific", str(scientific),
+            "--seeds", "2020"]  # fmt: skip
+
+    run_main(bench_ablations, monkeypatch, *args, "--variants", "unisrec", "no-moe")
+    assert pretrained == ["pretrain-no-moe"]
+    assert trained == ["ablation-no-moe-transductive-pt2-s2020"]
+    run_main(bench_ablations, monkeypatch, *args, "--variants", "no-lss")
+    results = json.loads(output.read_text())
+    assert list(results["results"]) == ["UniSRec", "w/o MoE", "w/o L_SS"]
+    assert results["results"]["UniSRec"]["seeds"] == [2020]
+    assert set(results["pretraining"]) == {"UniSRec", "w/o MoE", "w/o L_SS"}
+
+    trained.clear()
+    pretrained.clear()
+    run_main(bench_ablations, monkeypatch, *args, "--variants", "unisrec", "no-moe", "no-lss")
+    assert trained == [] and pretrained == []  # every seed recorded: nothing pre-trains
+    run_main(bench_ablations, monkeypatch, *args[:-1], "2021", "--variants", "no-moe")
+    assert pretrained == ["pretrain-no-moe"]
+    assert trained == ["ablation-no-moe-transductive-pt2-s2021"]
+    assert json.loads(output.read_text())["results"]["w/o MoE"]["seeds"] == [2020, 2021]
+
+
+def test_ablations_refuse_a_results_file_of_another_setting(stand_in, monkeypatch, tmp_path):
+    output = tmp_path / "ablations.json"
+    output.write_text(json.dumps({"stage": "inductive", "pretrain_epochs": 2, "results": {}}))
+    with pytest.raises(SystemExit):
+        run_main(bench_ablations, monkeypatch, "--work", str(tmp_path), "--output", str(output),
+                 "--scientific", str(tmp_path / "none.json"))  # fmt: skip
