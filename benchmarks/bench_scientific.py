@@ -209,8 +209,16 @@ def main() -> None:
 
 
 def read_results(path: pathlib.Path) -> dict:
-    """A results file as last written, or `{}`."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    """A results file as last written, or `{}`; exits with one line if it cannot be read."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise SystemExit(
+            f"error: {path} is unreadable ({error}); restore it (git checkout) or move it aside "
+            "to start a new one"
+        ) from None
 
 
 def write_results(path: pathlib.Path, summary: dict) -> None:

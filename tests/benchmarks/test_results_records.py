@@ -180,3 +180,16 @@ def test_ablations_refuse_a_results_file_of_another_setting(stand_in, monkeypatc
     with pytest.raises(SystemExit):
         run_main(bench_ablations, monkeypatch, "--work", str(tmp_path), "--output", str(output),
                  "--scientific", str(tmp_path / "none.json"))  # fmt: skip
+
+
+def test_an_unreadable_results_file_stops_with_one_line_and_is_kept(
+    stand_in, monkeypatch, tmp_path
+):
+    trained, _ = stand_in
+    output = tmp_path / "scientific.json"
+    output.write_text('{"runs": {"sasrec": ')  # cut short
+    with pytest.raises(SystemExit, match=r"error: .*scientific.json is unreadable"):
+        run_main(bench_scientific, monkeypatch, "--work", str(tmp_path / "work"), "--output",
+                 str(output), "--seeds", "2020", "--runs", "sasrec")  # fmt: skip
+    assert trained == []
+    assert output.read_text() == '{"runs": {"sasrec": '
