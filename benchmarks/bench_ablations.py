@@ -26,10 +26,10 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-import numpy as np
 from bench_scientific import (
     SHARED,
     dataset,
+    mean_std,
     pretrain,
     pretrain_record,
     read_results,
@@ -166,11 +166,9 @@ def summarize(setting: dict, pretraining: dict, tests: dict[str, dict[int, dict]
         per_seed = dict(sorted(tests.get(name, {}).items()))
         if not per_seed:
             continue
-        values = np.array([[test[k] for k in METRICS] for test in per_seed.values()])
         results[name] = {
             "seeds": list(per_seed),
-            "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
-            "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
+            **mean_std(list(per_seed.values()), METRICS),
             "per_seed": {str(seed): test for seed, test in per_seed.items()},
         }
     return {**setting, "pretraining": pretraining, "results": results}

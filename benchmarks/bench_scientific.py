@@ -287,13 +287,20 @@ def summarize(
     return summary
 
 
+def mean_std(tests: list[dict[str, float]], metrics: tuple[str, ...] = METRICS) -> dict:
+    """`{"mean": ..., "std": ...}` of each metric over the seeds' test results, to 4 places."""
+    values = np.array([[test[k] for k in metrics] for test in tests])
+    return {
+        "mean": dict(zip(metrics, values.mean(0).round(4).tolist(), strict=True)),
+        "std": dict(zip(metrics, values.std(0).round(4).tolist(), strict=True)),
+    }
+
+
 def summarize_run(name: str, per_seed: dict[int, dict]) -> dict:
     """Mean and standard deviation over the seeds, beside each seed's record."""
-    values = np.array([[record["test"][k] for k in METRICS] for record in per_seed.values()])
     return {
         "seeds": list(per_seed),
-        "mean": dict(zip(METRICS, values.mean(0).round(4).tolist(), strict=True)),
-        "std": dict(zip(METRICS, values.std(0).round(4).tolist(), strict=True)),
+        **mean_std([record["test"] for record in per_seed.values()]),
         "official": dict(zip(METRICS, OFFICIAL[name], strict=True)) if name in OFFICIAL else None,
         **{key: [record[key] for record in per_seed.values()] for key in RUN_FIELDS},
         "per_seed": {str(seed): record for seed, record in per_seed.items()},
