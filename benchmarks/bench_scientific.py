@@ -15,6 +15,8 @@ The results file is also the record of every finished run: each row keeps its se
 metrics, speed and validation curve, and is rewritten as soon as a run finishes. A run recorded
 there counts as finished even when its folder under `--work` is gone (delete its seed from the
 row to train it again), and rows that this command does not compute are kept as they are.
+Commands running side by side on different runs (say one per core) may share the file: each
+records its runs into the file as it then stands, under a lock.
 
 Runs ending in `-pt` fine-tune (parameter-efficient) from one multi-domain pre-training on
 Office2014 + Games at `--pretrain-batch-size` (default 2048, as the official run), trained for
@@ -30,6 +32,8 @@ trained with UniSRec's loss (`--scoring cosine`) instead of RecBole's.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import pathlib
 import subprocess
@@ -180,8 +184,7 @@ def main() -> None:
         return
 
     names = run_names(args.runs, args.from_epochs)
-    previous = read_results(args.output)
-    finished = recorded_runs(previous)
+    finished = recorded_runs(read_results(args.output))
     # Seed-major, so that a sweep stopped early leaves every model with the same seeds.
     for seed in args.seeds:
         for name in names:
@@ -199,12 +202,12 @@ def main() -> None:
                 flags += COSINE_FLAGS
             train(run.path, *flags)
             finished[name, seed] = seed_record(run)
-            write_results(args.output, summarize(finished, previous, pretrained, args.pooling))
+            record(args.output, finished, pretrained, args.pooling)
 
-    summary = summarize(finished, previous, pretrained, args.pooling)
+    summary = record(args.output, finished, pretrained, args.pooling)
+    with results_lock(args.output):
+        plot = plot_validation(args.work / "runs", summary["runs"], args.output)
     print(markdown_table(summary["runs"]))
-    write_results(args.output, summary)
-    plot = plot_validation(args.work / "runs", summary["runs"], args.output)
     print(f"wrote {args.output} and {plot}")
 
 
@@ -224,6 +227,29 @@ def read_results(path: pathlib.Path) -> dict:
 def write_results(path: pathlib.Path, summary: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, summary)
+
+
+@contextlib.contextmanager
+def results_lock(path: pathlib.Path):
+    """Holds `.NAME.lock` beside the results file, so that side-by-side commands take turns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def record(
+    path: pathlib.Path,
+    finished: dict[tuple[str, int], dict],
+    pretrained: pathlib.Path,
+    pooling: str,
+) -> dict:
+    """Adds `finished` to the results file as it stands now, runs recorded since included."""
+    with results_lock(path):
+        previous = read_results(path)
+        summary = summarize({**recorded_runs(previous), **finished}, previous, pretrained, pooling)
+        write_results(path, summary)
+    return summary
 
 
 def seed_record(run: RunDir) -> dict:

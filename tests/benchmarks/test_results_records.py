@@ -5,6 +5,7 @@ command does not compute are kept. Training is replaced by a stand-in that write
 run folder, so these tests check the bookkeeping, not the models.
 """
 
+import fcntl
 import json
 import pathlib
 import sys
@@ -139,6 +140,43 @@ def test_scientific_report_tabulates_recorded_runs_without_training(
              "--report")  # fmt: skip
     assert trained == []
     assert json.loads(output.read_text())["runs"] == written["runs"]
+
+
+def test_side_by_side_scientific_commands_keep_each_others_runs(stand_in, monkeypatch, tmp_path):
+    trained, _ = stand_in
+    output = tmp_path / "scientific.json"
+    work = tmp_path / "work"
+    args = ["--work", str(work), "--output", str(output), "--seeds", "2020", "2021"]
+    other_run = work / "runs" / "inductive-s2020"
+    stand_in_train = bench_scientific.train
+
+    def train_beside_another_command(run_dir, *flags):
+        # While this command trains its first run, another one records `inductive-s2020`.
+        if not other_run.exists():
+            finished_run(other_run, 2020)
+            record = {("inductive", 2020): bench_scientific.seed_record(RunDir(other_run))}
+            bench_scientific.record(output, record, work / "runs" / "pretrain-b2048", "mean")
+        return stand_in_train(run_dir, *flags)
+
+    monkeypatch.setattr(bench_scientific, "train", train_beside_another_command)
+    run_main(bench_scientific, monkeypatch, *args, "--runs", "sasrec")
+    assert trained == ["sasrec-s2020", "sasrec-s2021"]
+    rows = json.loads(output.read_text())["runs"]
+    assert rows["inductive"]["seeds"] == [2020]
+    assert rows["sasrec"]["seeds"] == [2020, 2021]
+
+
+def test_the_results_lock_is_held_while_recording(tmp_path):
+    output = tmp_path / "scientific.json"
+    lock = tmp_path / ".scientific.json.lock"
+    with (
+        bench_scientific.results_lock(output),
+        open(lock) as other,
+        pytest.raises(BlockingIOError),
+    ):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock) as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on leaving
 
 
 def test_ablations_reuse_recorded_variants_and_scientific_runs(stand_in, monkeypatch, tmp_path):
