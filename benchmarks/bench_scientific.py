@@ -26,7 +26,10 @@ the existing one. `--pretrain-only` stops after pre-training. `inductive-sampled
 `transductive-sampled` train from scratch with 1,024 sampled negatives per step instead of the
 full softmax; run beside `inductive` or `transductive`, each gets a line with its relative change
 against that full-softmax row (on the means over the seeds both have). `sasrec-cosine` is SASRec
-trained with UniSRec's loss (`--scoring cosine`) instead of RecBole's.
+trained with UniSRec's loss (`--scoring cosine`) instead of RecBole's. `inductive-bert-init-pt`
+and `transductive-bert-init-pt` are this project's variant beyond the official code: they tune
+from a second pre-training (same data, epochs and batch) whose experts' whitening starts from
+the paper's Algorithm 1 (`--whitening-init bert`), recorded under `pretrain-bert-whitening-init`.
 """
 
 from __future__ import annotations
@@ -72,7 +75,24 @@ OFFICIAL = {
     "transductive-pt7": (0.1269, 0.0657, 0.2428, 0.0910),
 }
 STAGES = ("sasrec", "inductive", "transductive")
-RUNS = ("sasrec", "sasrec-cosine", "inductive", "inductive-pt", "transductive", "transductive-pt")
+RUNS = (
+    "sasrec",
+    "sasrec-cosine",
+    "inductive",
+    "inductive-pt",
+    "inductive-bert-init-pt",
+    "transductive",
+    "transductive-pt",
+    "transductive-bert-init-pt",
+)
+# The pre-trainings that `-pt` runs tune from, by the infix before `-pt`: the run folder's name
+# (before `-bBATCH`) and its flags. `-bert-init` is this project's variant, not the official
+# code's: every expert's whitening starts from the paper's Algorithm 1 (`--whitening-init
+# bert`); bench_ablations.py reads the same pre-training for its "BERT-whitening init" row.
+PRETRAININGS = {
+    "": ("pretrain", ()),
+    "-bert-init": ("pretrain-bert-whitening-init", ("--whitening-init", "bert")),
+}
 # From scratch with sampled negatives instead of the full softmax (the catalogue-scale setting).
 SAMPLED = ("inductive-sampled", "transductive-sampled")
 SAMPLED_FLAGS = ("--negatives", "sampled", "--num-negatives", "1024")
@@ -144,7 +164,20 @@ def run_names(runs: list[str], from_epochs: list[int]) -> list[str]:
 
 
 def stage_of(run: str) -> str:
-    return run.split("-pt")[0].removesuffix("-sampled").removesuffix("-cosine")
+    base = run.split("-pt")[0]
+    for suffix in ("-sampled", "-cosine", *filter(None, PRETRAININGS)):
+        base = base.removesuffix(suffix)
+    return base
+
+
+def pretraining_of(run: str) -> str:
+    """The PRETRAININGS key a `-pt` run tunes from: `inductive-bert-init-pt7` -> `-bert-init`."""
+    base = run.split("-pt")[0]
+    return next((key for key in PRETRAININGS if key and base.endswith(key)), "")
+
+
+def pretraining_paths(work: pathlib.Path, batch_size: int) -> dict[str, pathlib.Path]:
+    return {key: work / "runs" / f"{name}-b{batch_size}" for key, (name, _) in PRETRAININGS.items()}
 
 
 def main() -> None:
@@ -175,10 +208,12 @@ def main() -> None:
         parser.error("--from-epochs must not exceed --pretrain-epochs")
 
     scientific = dataset(args.work, "scientific", [SHARED / "Scientific"], args.pooling)
-    pretrained = args.work / "runs" / f"pretrain-b{args.pretrain_batch_size}"
-    if not args.report and any(run.endswith("-pt") for run in args.runs):
-        pretrained = pretrain(
-            args.work, args.pooling, args.pretrain_epochs, args.pretrain_batch_size
+    pretrained = pretraining_paths(args.work, args.pretrain_batch_size)
+    needed = {pretraining_of(run) for run in args.runs if run.endswith("-pt")}
+    for key in () if args.report else sorted(needed):
+        name, flags = PRETRAININGS[key]
+        pretrained[key] = pretrain(
+            args.work, args.pooling, args.pretrain_epochs, args.pretrain_batch_size, name, flags
         )
     if args.pretrain_only:
         return
@@ -195,7 +230,8 @@ def main() -> None:
                 continue
             flags = ["--data", scientific, "--stage", stage_of(name), "--seed", str(seed)]
             if "-pt" in name:
-                flags += ["--init", str(pretrained / "best" / f"ckpt-{name.split('-pt')[1]}")]
+                source = pretrained[pretraining_of(name)]
+                flags += ["--init", str(source / "best" / f"ckpt-{name.split('-pt')[1]}")]
             if name.endswith("-sampled"):
                 flags += SAMPLED_FLAGS
             if name in COSINE:
@@ -241,7 +277,7 @@ def results_lock(path: pathlib.Path):
 def record(
     path: pathlib.Path,
     finished: dict[tuple[str, int], dict],
-    pretrained: pathlib.Path,
+    pretrained: dict[str, pathlib.Path],
     pooling: str,
 ) -> dict:
     """Adds `finished` to the results file as it stands now, runs recorded since included."""
@@ -272,7 +308,10 @@ def recorded_runs(results: dict) -> dict[tuple[str, int], dict]:
 
 
 def summarize(
-    finished: dict[tuple[str, int], dict], previous: dict, pretrained: pathlib.Path, pooling: str
+    finished: dict[tuple[str, int], dict],
+    previous: dict,
+    pretrained: dict[str, pathlib.Path],
+    pooling: str,
 ) -> dict:
     """The results file: a row per run over its finished seeds, beside the earlier rows.
 
@@ -307,9 +346,11 @@ def summarize(
         "pooling": pooling,
         "runs": dict(sorted(rows.items(), key=lambda r: order(r[0]))),
     }
-    if any("-pt" in name for name in rows):
-        recorded = RunDir(pretrained).has_metrics()
-        summary["pretrain"] = pretrain_record(pretrained) if recorded else previous.get("pretrain")
+    for key, (field, _) in PRETRAININGS.items():
+        # Each pre-training's record, under its folder's name, beside the rows tuned from it.
+        if any("-pt" in name and pretraining_of(name) == key for name in rows):
+            recorded = RunDir(pretrained[key]).has_metrics()
+            summary[field] = pretrain_record(pretrained[key]) if recorded else previous.get(field)
     return summary
 
 
@@ -345,6 +386,8 @@ def describe(name: str, short: bool = False) -> str:
     """`inductive-pt7` -> `UniSRec inductive (text only), pre-trained 7 epochs`."""
     stage = stage_of(name)
     label = STAGE_LABELS[stage].split(" (")[0] if short else STAGE_LABELS[stage]
+    if pretraining_of(name):
+        label += ", BERT-whitening init (ours)"
     if "-pt" in name:
         label += f", pre-trained {name.split('-pt')[1]} epochs"
     elif stage != "sasrec":

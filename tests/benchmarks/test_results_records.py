@@ -127,6 +127,40 @@ def test_scientific_records_runs_and_keeps_earlier_rows(stand_in, monkeypatch, t
     assert rows["sasrec"] == legacy
 
 
+def test_bert_init_runs_tune_from_their_own_pretraining(stand_in, monkeypatch, tmp_path):
+    trained, pretrained = stand_in
+    inits = []
+    stand_in_train = bench_scientific.train
+
+    def train(run_dir, *flags):
+        inits.append(pathlib.Path(flags[flags.index("--init") + 1]).relative_to(work / "runs"))
+        return stand_in_train(run_dir, *flags)
+
+    monkeypatch.setattr(bench_scientific, "train", train)
+    work = tmp_path / "work"
+    output = tmp_path / "scientific.json"
+    run_main(bench_scientific, monkeypatch, "--work", str(work), "--output", str(output),
+             "--seeds", "2020", "--runs", "inductive-pt", "inductive-bert-init-pt",
+             "--pretrain-epochs", "7", "--from-epochs", "7")  # fmt: skip
+    assert pretrained == ["pretrain", "pretrain-bert-whitening-init"]
+    assert trained == ["inductive-pt7-s2020", "inductive-bert-init-pt7-s2020"]
+    assert inits == [
+        pathlib.Path("pretrain-b2048/best/ckpt-7"),
+        pathlib.Path("pretrain-bert-whitening-init-b2048/best/ckpt-7"),
+    ]
+    results = json.loads(output.read_text())
+    assert list(results["runs"]) == ["inductive-pt7", "inductive-bert-init-pt7"]
+    assert results["runs"]["inductive-bert-init-pt7"]["official"] is None
+    assert {"pretrain", "pretrain-bert-whitening-init"} <= set(results)
+    table = bench_scientific.markdown_table(results["runs"])
+    assert "ours: UniSRec inductive (text only), BERT-whitening init (ours), pre-trained 7" in table
+    assert bench_scientific.stage_of("transductive-bert-init-pt7") == "transductive"
+    # The ablation's "BERT-whitening init" row reads this pre-training at its epoch 2.
+    name, flags = bench_scientific.PRETRAININGS["-bert-init"]
+    assert bench_ablations.VARIANTS["BERT-whitening init"] == flags
+    assert name == "pretrain-" + bench_ablations.slug("BERT-whitening init")
+
+
 def test_scientific_report_tabulates_recorded_runs_without_training(
     stand_in, monkeypatch, tmp_path
 ):
@@ -155,7 +189,8 @@ def test_side_by_side_scientific_commands_keep_each_others_runs(stand_in, monkey
         if not other_run.exists():
             finished_run(other_run, 2020)
             record = {("inductive", 2020): bench_scientific.seed_record(RunDir(other_run))}
-            bench_scientific.record(output, record, work / "runs" / "pretrain-b2048", "mean")
+            pretrained = bench_scientific.pretraining_paths(work, 2048)
+            bench_scientific.record(output, record, pretrained, "mean")
         return stand_in_train(run_dir, *flags)
 
     monkeypatch.setattr(bench_scientific, "train", train_beside_another_command)
