@@ -27,6 +27,7 @@ import argparse
 import pathlib
 
 from bench_scientific import (
+    PRETRAININGS,
     SHARED,
     dataset,
     mean_std,
@@ -52,7 +53,8 @@ VARIANTS: dict[str, tuple[str, ...] | None] = {
     # The paper's Algorithm 1: a fixed BERT-whitening instead of the learned adaptor, and the
     # learned experts started from it.
     "BERT-whitening (fixed)": ("--whitening", "bert", "--num-experts", "1", "--gating", "false"),
-    "BERT-whitening init": ("--whitening-init", "bert"),
+    # Shared with bench_scientific.py's `-bert-init` rows, which tune from its later epochs.
+    "BERT-whitening init": PRETRAININGS["-bert-init"][1],
 }
 
 

@@ -86,12 +86,17 @@ RUNS = (
     "transductive-bert-init-pt",
 )
 # The pre-trainings that `-pt` runs tune from, by the infix before `-pt`: the run folder's name
-# (before `-bBATCH`) and its flags. `-bert-init` is this project's variant, not the official
-# code's: every expert's whitening starts from the paper's Algorithm 1 (`--whitening-init
-# bert`); bench_ablations.py reads the same pre-training for its "BERT-whitening init" row.
+# (before `-bBATCH`), its flags and the rows' label. `-bert-init` is this project's variant, not
+# the official code's: every expert's whitening starts from the paper's Algorithm 1
+# (`--whitening-init bert`); bench_ablations.py reads the same pre-training for its
+# "BERT-whitening init" row.
 PRETRAININGS = {
-    "": ("pretrain", ()),
-    "-bert-init": ("pretrain-bert-whitening-init", ("--whitening-init", "bert")),
+    "": ("pretrain", (), ""),
+    "-bert-init": (
+        "pretrain-bert-whitening-init",
+        ("--whitening-init", "bert"),
+        "BERT-whitening init (ours)",
+    ),
 }
 # From scratch with sampled negatives instead of the full softmax (the catalogue-scale setting).
 SAMPLED = ("inductive-sampled", "transductive-sampled")
@@ -177,7 +182,8 @@ def pretraining_of(run: str) -> str:
 
 
 def pretraining_paths(work: pathlib.Path, batch_size: int) -> dict[str, pathlib.Path]:
-    return {key: work / "runs" / f"{name}-b{batch_size}" for key, (name, _) in PRETRAININGS.items()}
+    """Each pre-training's run folder under `work`, by its PRETRAININGS key."""
+    return {key: work / "runs" / f"{spec[0]}-b{batch_size}" for key, spec in PRETRAININGS.items()}
 
 
 def main() -> None:
@@ -211,7 +217,7 @@ def main() -> None:
     pretrained = pretraining_paths(args.work, args.pretrain_batch_size)
     needed = {pretraining_of(run) for run in args.runs if run.endswith("-pt")}
     for key in () if args.report else sorted(needed):
-        name, flags = PRETRAININGS[key]
+        name, flags, _ = PRETRAININGS[key]
         pretrained[key] = pretrain(
             args.work, args.pooling, args.pretrain_epochs, args.pretrain_batch_size, name, flags
         )
@@ -346,7 +352,7 @@ def summarize(
         "pooling": pooling,
         "runs": dict(sorted(rows.items(), key=lambda r: order(r[0]))),
     }
-    for key, (field, _) in PRETRAININGS.items():
+    for key, (field, *_) in PRETRAININGS.items():
         # Each pre-training's record, under its folder's name, beside the rows tuned from it.
         if any("-pt" in name and pretraining_of(name) == key for name in rows):
             recorded = RunDir(pretrained[key]).has_metrics()
@@ -387,7 +393,7 @@ def describe(name: str, short: bool = False) -> str:
     stage = stage_of(name)
     label = STAGE_LABELS[stage].split(" (")[0] if short else STAGE_LABELS[stage]
     if pretraining_of(name):
-        label += ", BERT-whitening init (ours)"
+        label += ", " + PRETRAININGS[pretraining_of(name)][2]
     if "-pt" in name:
         label += f", pre-trained {name.split('-pt')[1]} epochs"
     elif stage != "sasrec":

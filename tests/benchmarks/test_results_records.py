@@ -156,7 +156,8 @@ def test_bert_init_runs_tune_from_their_own_pretraining(stand_in, monkeypatch, t
     assert "ours: UniSRec inductive (text only), BERT-whitening init (ours), pre-trained 7" in table
     assert bench_scientific.stage_of("transductive-bert-init-pt7") == "transductive"
     # The ablation's "BERT-whitening init" row reads this pre-training at its epoch 2.
-    name, flags = bench_scientific.PRETRAININGS["-bert-init"]
+    name, flags, _ = bench_scientific.PRETRAININGS["-bert-init"]
+    assert flags == ("--whitening-init", "bert")
     assert bench_ablations.VARIANTS["BERT-whitening init"] == flags
     assert name == "pretrain-" + bench_ablations.slug("BERT-whitening init")
 
