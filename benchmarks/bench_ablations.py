@@ -145,16 +145,7 @@ def main() -> None:
             atomic_write_json(args.output, summarize(setting, pretraining, tests))
 
     summary = summarize(setting, pretraining, tests)
-    print(f"| variant ({args.stage}) | NDCG@10 | Recall@10 | pre-training s/epoch | seeds |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, r in summary["results"].items():
-        spread = len(r["seeds"]) > 1
-        cells = [
-            f"{r['mean'][k]:.4f}" + (f" ± {r['std'][k]:.4f}" if spread else "") for k in METRICS
-        ]
-        speed = pretraining[name]["seconds_per_epoch"] if name in pretraining else None
-        speed_cell = "" if speed is None else str(round(speed))
-        print(f"| {name} | " + " | ".join(cells) + f" | {speed_cell} | {len(r['seeds'])} |")
+    print(markdown_table(summary))
     out = args.output
     atomic_write_json(out, summary)
     plot(summary["results"], out.with_suffix(".png"))
@@ -174,6 +165,23 @@ def summarize(setting: dict, pretraining: dict, tests: dict[str, dict[int, dict]
             "per_seed": {str(seed): test for seed, test in per_seed.items()},
         }
     return {**setting, "pretraining": pretraining, "results": results}
+
+
+def markdown_table(summary: dict) -> str:
+    """Each variant's NDCG@10 and Recall@10 (mean ± std over seeds) and pre-training pace."""
+    lines = [
+        f"| variant ({summary['stage']}) | NDCG@10 | Recall@10 | pre-training s/epoch | seeds |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, r in summary["results"].items():
+        spread = len(r["seeds"]) > 1
+        cells = [
+            f"{r['mean'][k]:.4f}" + (f" ± {r['std'][k]:.4f}" if spread else "") for k in METRICS
+        ]
+        speed = summary["pretraining"].get(name, {}).get("seconds_per_epoch")
+        cells.append("" if speed is None else str(round(speed)))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(r['seeds'])} |")
+    return "\n".join(lines)
 
 
 def plot(results: dict[str, dict[str, dict[str, float]]], path: pathlib.Path) -> None:
