@@ -30,6 +30,9 @@ trained with UniSRec's loss (`--scoring cosine`) instead of RecBole's. `inductiv
 and `transductive-bert-init-pt` are this project's variant beyond the official code: they tune
 from a second pre-training (same data, epochs and batch) whose experts' whitening starts from
 the paper's Algorithm 1 (`--whitening-init bert`), recorded under `pretrain-bert-whitening-init`.
+`inductive-pretrain-seed2021-pt` and `transductive-pretrain-seed2021-pt` tune from the official
+pre-training run again with seed 2021 (recorded under `pretrain-seed2021`), to show how much the
+pre-trained rows move with the pre-training itself.
 """
 
 from __future__ import annotations
@@ -84,12 +87,16 @@ RUNS = (
     "transductive",
     "transductive-pt",
     "transductive-bert-init-pt",
+    "inductive-pretrain-seed2021-pt",
+    "transductive-pretrain-seed2021-pt",
 )
 # The pre-trainings that `-pt` runs tune from, by the infix before `-pt`: the run folder's name
 # (before `-bBATCH`), its flags and the rows' label. `-bert-init` is this project's variant, not
 # the official code's: every expert's whitening starts from the paper's Algorithm 1
 # (`--whitening-init bert`); bench_ablations.py reads the same pre-training for its
-# "BERT-whitening init" row.
+# "BERT-whitening init" row. `-pretrain-seed2021` repeats the official pre-training with
+# another seed (the default is 2020): fine-tuning seeds alone do not show how much a row moves
+# with the pre-training it tunes from, and the official rows are one pre-training each.
 PRETRAININGS = {
     "": ("pretrain", (), ""),
     "-bert-init": (
@@ -97,6 +104,7 @@ PRETRAININGS = {
         ("--whitening-init", "bert"),
         "BERT-whitening init (ours)",
     ),
+    "-pretrain-seed2021": ("pretrain-seed2021", ("--seed", "2021"), "pre-training seed 2021"),
 }
 # From scratch with sampled negatives instead of the full softmax (the catalogue-scale setting).
 SAMPLED = ("inductive-sampled", "transductive-sampled")

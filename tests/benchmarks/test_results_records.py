@@ -162,6 +162,44 @@ def test_bert_init_runs_tune_from_their_own_pretraining(stand_in, monkeypatch, t
     assert name == "pretrain-" + bench_ablations.slug("BERT-whitening init")
 
 
+def test_second_pretraining_runs_tune_from_a_pretraining_with_another_seed(
+    stand_in, monkeypatch, tmp_path
+):
+    trained, pretrained = stand_in
+    pretrain_flags, inits = [], []
+    stand_in_pretrain, stand_in_train = bench_scientific.pretrain, bench_scientific.train
+
+    def pretrain(work, pooling, epochs, batch_size, name="pretrain", flags=()):
+        pretrain_flags.append(flags)
+        return stand_in_pretrain(work, pooling, epochs, batch_size, name, flags)
+
+    def train(run_dir, *flags):
+        inits.append(pathlib.Path(flags[flags.index("--init") + 1]).relative_to(work / "runs"))
+        return stand_in_train(run_dir, *flags)
+
+    monkeypatch.setattr(bench_scientific, "pretrain", pretrain)
+    monkeypatch.setattr(bench_scientific, "train", train)
+    work = tmp_path / "work"
+    output = tmp_path / "scientific.json"
+    run_main(bench_scientific, monkeypatch, "--work", str(work), "--output", str(output),
+             "--seeds", "2020", "--runs", "transductive-pretrain-seed2021-pt",
+             "--pretrain-epochs", "7", "--from-epochs", "7")  # fmt: skip
+    assert pretrained == ["pretrain-seed2021"]
+    assert pretrain_flags == [("--seed", "2021")]
+    assert trained == ["transductive-pretrain-seed2021-pt7-s2020"]
+    assert inits == [pathlib.Path("pretrain-seed2021-b2048/best/ckpt-7")]
+    results = json.loads(output.read_text())
+    assert list(results["runs"]) == ["transductive-pretrain-seed2021-pt7"]
+    assert results["runs"]["transductive-pretrain-seed2021-pt7"]["official"] is None
+    assert "pretrain-seed2021" in results and "pretrain" not in results
+    table = bench_scientific.markdown_table(results["runs"])
+    assert (
+        "ours: UniSRec transductive (text + ID), pre-training seed 2021, pre-trained 7 epochs"
+        in table
+    )
+    assert bench_scientific.stage_of("inductive-pretrain-seed2021-pt2") == "inductive"
+
+
 def test_scientific_report_tabulates_recorded_runs_without_training(
     stand_in, monkeypatch, tmp_path
 ):
