@@ -72,7 +72,7 @@ def measure(run_path: pathlib.Path) -> dict:
     best_epoch = run.read_metrics()["best_epoch"]
     return {
         "run": run.path.name,
-        "init": start,
+        "init": str(pathlib.Path(*pathlib.Path(start).parts[-3:])),  # run/best/ckpt-N
         "best_epoch": best_epoch,
         **movement(expert_kernels(start), expert_kernels(run.best_checkpoint())),
     }
