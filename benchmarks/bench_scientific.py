@@ -84,10 +84,10 @@ RUNS = (
     "inductive",
     "inductive-pt",
     "inductive-bert-init-pt",
+    "inductive-pretrain-seed2021-pt",
     "transductive",
     "transductive-pt",
     "transductive-bert-init-pt",
-    "inductive-pretrain-seed2021-pt",
     "transductive-pretrain-seed2021-pt",
 )
 # The pre-trainings that `-pt` runs tune from, by the infix before `-pt`: the run folder's name

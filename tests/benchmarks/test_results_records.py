@@ -200,6 +200,34 @@ def test_second_pretraining_runs_tune_from_a_pretraining_with_another_seed(
     assert bench_scientific.stage_of("inductive-pretrain-seed2021-pt2") == "inductive"
 
 
+def test_each_stage_is_one_block_of_the_table_so_the_papers_row_closes_it(tmp_path):
+    def blocks(names):
+        stages = [bench_scientific.stage_of(name) for name in names]
+        return [stage for i, stage in enumerate(stages) if i == 0 or stages[i - 1] != stage]
+
+    assert len(blocks(bench_scientific.RUNS)) == len(set(blocks(bench_scientific.RUNS)))
+    record = {
+        "test": dict.fromkeys(bench_scientific.METRICS, 0.1),
+        **dict.fromkeys(bench_scientific.RUN_FIELDS),
+    }
+    runs = ("inductive-pretrain-seed2021-pt7", "transductive-pt7", "inductive-pt7")
+    pretrained = bench_scientific.pretraining_paths(tmp_path, 2048)
+    summary = bench_scientific.summarize(
+        {(run, 2020): record for run in runs}, {}, pretrained, "mean"
+    )
+    rows = bench_scientific.markdown_table(summary["runs"]).splitlines()
+    labels = [row.split(" | ")[0] for row in rows[2:]]
+    assert labels == [
+        "| ours: UniSRec inductive (text only), pre-trained 7 epochs",
+        "| official code: UniSRec inductive, pre-trained 7 epochs",
+        "| ours: UniSRec inductive (text only), pre-training seed 2021, pre-trained 7 epochs",
+        "| paper: UniSRec inductive",
+        "| ours: UniSRec transductive (text + ID), pre-trained 7 epochs",
+        "| official code: UniSRec transductive, pre-trained 7 epochs",
+        "| paper: UniSRec transductive",
+    ]
+
+
 def test_scientific_report_tabulates_recorded_runs_without_training(
     stand_in, monkeypatch, tmp_path
 ):
